@@ -1,0 +1,91 @@
+"""The System interface: what a separation model must provide to be benchmarked."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class SeparationBatch:
+    """One batch handed to :meth:`System.separate`.
+
+    ``mixture`` is ``[B, C, T]`` float32 at the system's ``sample_rate``, zero-padded to the
+    longest item; ``lengths`` holds each item's valid samples. ``target`` and
+    ``interferer`` are set only for systems with ``requires_target`` (the oracles).
+    """
+
+    item_ids: list[str]
+    mixture: torch.Tensor
+    lengths: torch.Tensor
+    instructions: list[str]
+    task: list[str]
+    caption: list[str]
+    target: torch.Tensor | None = None
+    interferer: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+class System:
+    """Base class of every separation system.
+
+    Subclasses set the class attributes, keep ``__init__`` cheap (store parameters only),
+    import heavy packages and load weights in :meth:`load`, and return ``[B, C, T]`` audio at
+    ``sample_rate`` from :meth:`separate`. The harness resamples in and out, batches,
+    pads, trims to the input length, checks the output and writes it.
+    """
+
+    name: ClassVar[str] = ""
+    sample_rate: ClassVar[int] = 16000
+    channels: ClassVar[int] = 1
+    max_duration_s: ClassVar[float | None] = None
+    requires_target: ClassVar[bool] = False
+    version: ClassVar[str] = "1"  # bump when the system's code changes its output
+
+    def __init__(self, **params: Any):
+        self.params = dict(params)
+        self.device = torch.device("cpu")
+
+    def load(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+
+    def separate(self, batch: SeparationBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def checkpoint_sha256(self) -> str | None:
+        """sha256 of the weights in use, or None for systems without weights."""
+        return None
+
+    def code_sha1(self) -> str:
+        """Hash of the source of the system's module: a code change yields a new run."""
+        try:
+            src = inspect.getsource(inspect.getmodule(type(self)))
+        except (OSError, TypeError):
+            src = type(self).__qualname__
+        return hashlib.sha1(src.encode()).hexdigest()[:12]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "version": self.version,
+            "code_sha1": self.code_sha1(),
+            "sample_rate": self.sample_rate,
+            "params": self.params,
+            "checkpoint_sha256": self.checkpoint_sha256(),
+        }
+
+
+@dataclass
+class SystemOutputError(Exception):
+    reason: str
+    extra: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.reason

@@ -1,0 +1,267 @@
+"""The ``hsm-bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hsm_bench import __version__
+
+RUN_HELP = """\
+usage: hsm-bench run [--system NAME] [--testset NAME] [--metrics LIST] [-m] [KEY=VALUE ...]
+
+Build the test set if it is missing, separate it with the system, score the outputs and
+print the corpus table. Every stage resumes: rerunning the same command after a crash
+continues where it stopped, and adding a metric rescores the existing outputs without
+running the system again.
+
+  --system NAME     a system (hsm-bench ls systems); comma list with -m
+  --testset NAME    a test set (hsm-bench ls testsets); comma list with -m
+  --metrics LIST    metrics, output keys or sets, comma separated (hsm-bench ls metrics)
+  -m, --multirun    sweep over comma lists, e.g. -m system=oracle_irm,oracle_mixture
+  KEY=VALUE         any Hydra override, e.g. runtime.device=cuda system.params.beta=1
+                    paths.runs_dir=/scratch/runs testset.root=/data/my_built_set
+
+Defaults: --system oracle_irm --testset demo --metrics signal. Run folders go to
+./runs (or $HSM_BENCH_RUNS); test sets, weights and caches to ~/.cache/hsm-bench
+(or $HSM_BENCH_HOME). `hsm-bench run --cfg job` prints the composed configuration.
+"""
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def run_overrides(args: list[str]) -> list[str]:
+    """Turn the sugar flags of ``run`` into Hydra overrides, checking names on the way."""
+    from hsm_bench.registry import SYSTEMS, TESTSETS, resolve_metric_names
+
+    out: list[str] = []
+    it = iter(args)
+    for arg in it:
+        key, eq, val = arg.partition("=")
+        if key in ("--system", "--testset", "--metrics") and not eq:
+            try:
+                val = next(it)
+            except StopIteration:
+                raise SystemExit(f"hsm-bench run: {key} needs a value") from None
+        if key == "--system":
+            out.append(f"system={val}")
+        elif key == "--testset":
+            out.append(f"testset={val}")
+        elif key == "--metrics":
+            resolve_metric_names(val)  # did-you-mean errors before Hydra starts
+            out.append(f"metrics.names=[{','.join(_split(val))}]")
+        elif key in ("-m", "--multirun"):
+            out.append("--multirun")
+        else:
+            out.append(arg)
+    for o in out:
+        group, _, val = o.partition("=")
+        registry = {"system": SYSTEMS, "testset": TESTSETS}.get(group)
+        if registry is not None:
+            for name in _split(val):
+                registry.check(name)
+    return out
+
+
+def cmd_run(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(RUN_HELP)
+        return 0
+    from hsm_bench import hydra_app
+
+    overrides = run_overrides(argv)
+    saved = sys.argv
+    sys.argv = ["hsm-bench-run", *overrides]
+    try:
+        hydra_app.main()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from hsm_bench.score_dirs import score_directories
+
+    return score_directories(
+        pred_dir=Path(a.pred_dir),
+        ref_dir=Path(a.ref_dir),
+        mix_dir=Path(a.mix_dir) if a.mix_dir else None,
+        metrics=a.metrics,
+        out=Path(a.out) if a.out else None,
+        allow_resample=a.allow_resample,
+        max_length_diff_s=a.max_length_diff,
+        batch_size=a.batch_size,
+        progress=not a.no_progress,
+    )
+
+
+def cmd_build_testset(a: argparse.Namespace) -> int:
+    from hsm_bench.registry import TESTSETS
+
+    builder = TESTSETS.get(a.name)(n_items=a.n_items, seed=a.seed, source=a.source)
+    if a.out:
+        out = Path(a.out).expanduser()
+    else:
+        from hsm_bench.paths import default_paths
+
+        out = builder.output_dir(default_paths()["data_dir"])
+    if (out / "card.json").exists() and not a.force:
+        print(f"{a.name} is already built at {out} (use --force to rebuild)")
+        return 0
+    path = builder.build(out, progress=not a.no_progress)
+    card = json.loads((path / "card.json").read_text())
+    print(f"built {card['n_items']} items of {a.name} in {path} (manifest sha256 {card['manifest_sha256'][:12]})")
+    return 0
+
+
+def cmd_ls(a: argparse.Namespace) -> int:
+    from hsm_bench.registry import METRIC_ALIASES, METRIC_SETS, REGISTRIES
+
+    kinds = [a.kind] if a.kind else list(REGISTRIES)
+    for kind in kinds:
+        reg = REGISTRIES[kind]
+        print(f"{kind}:")
+        for name in reg.names():
+            line = f"  {name:<16} {reg.target(name)}"
+            if kind == "metrics" and a.verbose:
+                info = reg.get(name).info
+                line += (
+                    f"\n      outputs={','.join(info.outputs)} "
+                    f"{'higher' if info.higher_is_better else 'lower'} is better, "
+                    f"reference audio={'yes' if info.requires_reference else 'no'}, "
+                    f"text={'yes' if info.requires_text else 'no'}, rate={info.sample_rate or 'test set'}\n"
+                    f"      reproduces: {info.reference}"
+                )
+            print(line)
+        if kind == "metrics":
+            print("metric sets:")
+            for name, members in METRIC_SETS.items():
+                print(f"  {name:<16} {', '.join(members)}")
+            print("output keys:")
+            for key, metric in METRIC_ALIASES.items():
+                print(f"  {key:<16} -> {metric}")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    import os
+
+    from hsm_bench.paths import default_paths
+    from hsm_bench.store.runstore import environment
+
+    env = environment()
+    paths = default_paths()
+    print(f"hsm-bench {__version__} (git {env['git']}), Python {env['python']}, {env['platform']}")
+    print("packages:")
+    for k, v in env["packages"].items():
+        print(f"  {k:<18} {v or '-'}")
+    print("paths:")
+    for k, v in paths.items():
+        print(f"  {k:<18} {v}")
+    print("offline flags:")
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HSM_BENCH_HOME", "HSM_BENCH_RUNS"):
+        print(f"  {k:<18} {os.environ.get(k, '-')}")
+    root = Path(paths["data_dir"]) / "testsets"
+    built = sorted(p.parent for p in root.glob("*/*/card.json")) if root.exists() else []
+    print("built test sets:" + ("" if built else " none"))
+    for p in built:
+        card = json.loads((p / "card.json").read_text())
+        print(f"  {card['name']:<12} {card['version']:<14} {card['n_items']:>5} items  {p}")
+    return 0
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from hsm_bench.validate import validate
+
+    return validate(a.target, check_audio=not a.no_audio)
+
+
+def cmd_aggregate(a: argparse.Namespace) -> int:
+    from hsm_bench.api.testset import TestSet
+    from hsm_bench.pipeline.run import aggregate_run
+    from hsm_bench.pipeline.table import print_corpus_table
+    from hsm_bench.store.runstore import RunDir
+
+    run = RunDir(Path(a.run_dir))
+    if not run.run_json.exists():
+        raise SystemExit(f"{run.path} is not a run folder (no run.json)")
+    info = json.loads(run.run_json.read_text())
+    ts = TestSet(info["testset"]["root"])
+    corpus = aggregate_run(run, ts, info["metrics"])
+    print_corpus_table(corpus, title=f"{corpus['system']} on {ts.name} ({len(ts)} items)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hsm-bench",
+        description="Benchmark suite for text-queried audio source separation.",
+        epilog="Start with: hsm-bench run --system oracle_irm --testset demo",
+    )
+    p.add_argument("--version", action="version", version=f"hsm-bench {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.add_parser("run", help="build + separate + score + aggregate (Hydra; see `hsm-bench run --help`)", add_help=False)
+
+    s = sub.add_parser("score", help="score a folder of outputs against references matched by file stem")
+    s.add_argument("pred_dir", help="folder of separated audio (<id>.wav, flac, ...)")
+    s.add_argument("ref_dir", help="folder of reference audio with the same stems")
+    s.add_argument("--mix-dir", help="folder of mixtures with the same stems (needed for sdri / si_sdri)")
+    s.add_argument("--metrics", default="signal", help="comma list of metrics, output keys or sets (default: signal)")
+    s.add_argument("--out", help="per-item results, .csv or .jsonl")
+    s.add_argument("--allow-resample", action="store_true", help="accept files whose rates differ (resampled to each metric's rate)")
+    s.add_argument("--max-length-diff", type=float, default=0.1, help="seconds two matched files may differ in length (default 0.1)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--no-progress", action="store_true")
+
+    b = sub.add_parser("build-testset", help="build a mixture test set from its source data")
+    b.add_argument("name", help="test set name (hsm-bench ls testsets)")
+    b.add_argument("--source", help="folder holding the source dataset (not needed for demo)")
+    b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--n-items", type=int, default=None, help="number of mixtures (default: the set's size)")
+    b.add_argument("--out", help="output folder (default: $HSM_BENCH_HOME/data/testsets/<name>/<version>)")
+    b.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
+    b.add_argument("--no-progress", action="store_true")
+
+    ls = sub.add_parser("ls", help="list systems, test sets and metrics")
+    ls.add_argument("kind", nargs="?", choices=["systems", "testsets", "metrics"])
+    ls.add_argument("-v", "--verbose", action="store_true", help="metric details")
+
+    sub.add_parser("info", help="versions, paths, offline flags and built test sets")
+
+    v = sub.add_parser("validate", help="check the registries and configs, or re-hash a built test set")
+    v.add_argument("target", nargs="?", help="a built test set folder or name; omit to check the configuration tree")
+    v.add_argument("--no-audio", action="store_true", help="skip re-hashing audio files")
+
+    ag = sub.add_parser("aggregate", help="recompute corpus.json of a run folder from its items.jsonl")
+    ag.add_argument("run_dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from hsm_bench.registry import UnknownNameError
+
+    try:
+        if argv and argv[0] == "run":
+            return cmd_run(argv[1:])
+        parser = build_parser()
+        a = parser.parse_args(argv)
+        if a.cmd is None:
+            parser.print_help()
+            return 0
+        handler = {
+            "score": cmd_score, "build-testset": cmd_build_testset, "ls": cmd_ls, "info": cmd_info,
+            "validate": cmd_validate, "aggregate": cmd_aggregate,
+        }[a.cmd]  # fmt: skip
+        return handler(a)
+    except UnknownNameError as exc:
+        print(f"hsm-bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

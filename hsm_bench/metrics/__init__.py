@@ -1,0 +1,1 @@
+"""Metric implementations, reached through hsm_bench.registry.METRICS."""

@@ -1,0 +1,1 @@
+"""Run folders, crash-safe JSONL, provenance and caches."""

@@ -1,0 +1,1 @@
+"""Separation systems, one module each, reached through ``hsm_bench.registry.SYSTEMS``."""
