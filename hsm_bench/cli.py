@@ -20,6 +20,7 @@ running the system again.
   --system NAME     a system (hsm-bench ls systems); comma list with -m
   --testset NAME    a test set (hsm-bench ls testsets); comma list with -m
   --metrics LIST    metrics, output keys or sets, comma separated (hsm-bench ls metrics)
+  --weights N=PATH  use a local checkpoint file for weights N (hsm-bench ls weights)
   -m, --multirun    sweep over comma lists, e.g. -m system=oracle_irm,oracle_mixture
   KEY=VALUE         any Hydra override, e.g. runtime.device=cuda system.params.beta=1
                     paths.runs_dir=/scratch/runs testset.root=/data/my_built_set
@@ -42,7 +43,7 @@ def run_overrides(args: list[str]) -> list[str]:
     it = iter(args)
     for arg in it:
         key, eq, val = arg.partition("=")
-        if key in ("--system", "--testset", "--metrics") and not eq:
+        if key in ("--system", "--testset", "--metrics", "--weights") and not eq:
             try:
                 val = next(it)
             except StopIteration:
@@ -54,6 +55,9 @@ def run_overrides(args: list[str]) -> list[str]:
         elif key == "--metrics":
             resolve_metric_names(val)  # did-you-mean errors before Hydra starts
             out.append(f"metrics.names=[{','.join(_split(val))}]")
+        elif key == "--weights":
+            name, _, path = val.partition("=")
+            out.append(f"+weights.{name}={path}")
         elif key in ("-m", "--multirun"):
             out.append("--multirun")
         else:
@@ -84,8 +88,10 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
+    from hsm_bench import weights
     from hsm_bench.score_dirs import score_directories
 
+    weights.parse_overrides(a.weights)
     return score_directories(
         pred_dir=Path(a.pred_dir),
         ref_dir=Path(a.ref_dir),
@@ -99,10 +105,37 @@ def cmd_score(a: argparse.Namespace) -> int:
     )
 
 
+def _key_values(items: list[str] | None, flag: str) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)  # numbers, booleans, lists as YAML
+    return out
+
+
 def cmd_build_testset(a: argparse.Namespace) -> int:
     from hsm_bench.registry import TESTSETS
 
-    builder = TESTSETS.get(a.name)(n_items=a.n_items, seed=a.seed, source=a.source)
+    if a.from_manifest or a.import_spec:
+        from testsets.rebuild import build_from_manifest, import_list
+
+        if a.from_manifest:
+            path = build_from_manifest(a.name, Path(a.from_manifest), source=a.source, out=a.out, progress=not a.no_progress)
+        else:
+            path = import_list(a.import_spec, name=a.name, source=a.source, out=a.out, progress=not a.no_progress)
+        card = json.loads((Path(path) / "card.json").read_text())
+        print(f"built {card['n_items']} items in {path} (manifest sha256 {card['manifest_sha256'][:12]})")
+        return 0
+    if a.name is None:
+        raise SystemExit("hsm-bench build-testset: give a test set NAME (hsm-bench ls testsets)")
+    params = _key_values(a.set, "--set")
+    if a.ontology:
+        params["ontology"] = a.ontology
+    builder = TESTSETS.get(a.name)(n_items=a.n_items, seed=a.seed, source=a.source, **params)
     if a.out:
         out = Path(a.out).expanduser()
     else:
@@ -118,11 +151,26 @@ def cmd_build_testset(a: argparse.Namespace) -> int:
     return 0
 
 
+def _print_weights() -> None:
+    from hsm_bench import weights
+
+    weights._ensure_registered()
+    print("weights:" + ("" if weights.WEIGHTS else " none registered"))
+    for name, s in sorted(weights.WEIGHTS.items()):
+        path = weights._overrides.get(name) or weights.default_path(name)
+        state = "present" if path.exists() else "missing"
+        size = f"{s.size / 1e6:,.0f} MB" if s.size else "size ?"
+        print(f"  {name:<34} {state:<8} {size:>10}  {s.licence:<14} {s.source}")
+
+
 def cmd_ls(a: argparse.Namespace) -> int:
     from hsm_bench.registry import METRIC_ALIASES, METRIC_SETS, REGISTRIES
 
-    kinds = [a.kind] if a.kind else list(REGISTRIES)
+    kinds = [a.kind] if a.kind else [*REGISTRIES, "weights"]
     for kind in kinds:
+        if kind == "weights":
+            _print_weights()
+            continue
         reg = REGISTRIES[kind]
         print(f"{kind}:")
         for name in reg.names():
@@ -196,6 +244,18 @@ def cmd_aggregate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download_weights(a: argparse.Namespace) -> int:
+    from hsm_bench.download import download_weights
+
+    return download_weights(names=a.names, metrics=a.metrics, system=a.system, all_weights=a.all, force=a.force)
+
+
+def cmd_download_metadata(a: argparse.Namespace) -> int:
+    from testsets.metadata import download_metadata
+
+    return download_metadata(out=a.out, force=a.force)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hsm-bench",
@@ -215,11 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-resample", action="store_true", help="accept files whose rates differ (resampled to each metric's rate)")
     s.add_argument("--max-length-diff", type=float, default=0.1, help="seconds two matched files may differ in length (default 0.1)")
     s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--weights", action="append", metavar="NAME=PATH", help="use a local checkpoint file for NAME")
     s.add_argument("--no-progress", action="store_true")
 
-    b = sub.add_parser("build-testset", help="build a mixture test set from its source data")
-    b.add_argument("name", help="test set name (hsm-bench ls testsets)")
+    b = sub.add_parser(
+        "build-testset",
+        help="build a mixture test set from its source data",
+        description="Build a mixture test set from the source dataset as you have it on disk, "
+        "rebuild another user's set from its manifest, or import a peer's published list.",
+    )
+    b.add_argument("name", nargs="?", help="test set name (hsm-bench ls testsets)")
     b.add_argument("--source", help="folder holding the source dataset (not needed for demo)")
+    b.add_argument("--from-manifest", metavar="FILE", help="rebuild bit-exact audio from a manifest.jsonl and --source")
+    b.add_argument("--import", dest="import_spec", metavar="KIND:CSV",
+                   help="turn a peer's list into a test set: audiosep:CSV or dcase2024:CSV (with --source)")
+    b.add_argument("--ontology", help="local AudioSet ontology.json (default: the copy shipped with hsm-bench)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="builder parameter, e.g. --set min_duration_s=5")
     b.add_argument("--seed", type=int, default=None)
     b.add_argument("--n-items", type=int, default=None, help="number of mixtures (default: the set's size)")
     b.add_argument("--out", help="output folder (default: $HSM_BENCH_HOME/data/testsets/<name>/<version>)")
@@ -227,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
 
     ls = sub.add_parser("ls", help="list systems, test sets and metrics")
-    ls.add_argument("kind", nargs="?", choices=["systems", "testsets", "metrics"])
+    ls.add_argument("kind", nargs="?", choices=["systems", "testsets", "metrics", "embedders", "weights"])
     ls.add_argument("-v", "--verbose", action="store_true", help="metric details")
 
     sub.add_parser("info", help="versions, paths, offline flags and built test sets")
@@ -238,12 +309,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     ag = sub.add_parser("aggregate", help="recompute corpus.json of a run folder from its items.jsonl")
     ag.add_argument("run_dir")
+
+    dw = sub.add_parser(
+        "download-weights",
+        help="fetch and verify checkpoints on a connected machine (runs never download)",
+        description="Fetch checkpoints into $HSM_BENCH_HOME/weights and verify their sha256. "
+        "Name them, or select what a metric set or a system needs.",
+    )
+    dw.add_argument("names", nargs="*", help="weights names (hsm-bench ls weights)")
+    dw.add_argument("--metrics", help="the weights these metrics or metric sets need, e.g. paper")
+    dw.add_argument("--system", help="the weights this system needs")
+    dw.add_argument("--all", action="store_true", help="every registered checkpoint")
+    dw.add_argument("--force", action="store_true", help="download again even if present")
+
+    dm = sub.add_parser("download-metadata", help="fetch the AudioSet ontology and class index (connected machine)")
+    dm.add_argument("--out", help="folder (default: $HSM_BENCH_HOME/metadata)")
+    dm.add_argument("--force", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from hsm_bench.registry import UnknownNameError
+    from hsm_bench.weights import WeightsError
 
     try:
         if argv and argv[0] == "run":
@@ -256,9 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         handler = {
             "score": cmd_score, "build-testset": cmd_build_testset, "ls": cmd_ls, "info": cmd_info,
             "validate": cmd_validate, "aggregate": cmd_aggregate,
+            "download-weights": cmd_download_weights, "download-metadata": cmd_download_metadata,
         }[a.cmd]  # fmt: skip
         return handler(a)
-    except UnknownNameError as exc:
+    except (UnknownNameError, WeightsError) as exc:
         print(f"hsm-bench: error: {exc}", file=sys.stderr)
         return 2
 

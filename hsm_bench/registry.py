@@ -89,6 +89,9 @@ METRICS = Registry(
         "lsd": "hsm_bench.metrics.signal:LSD",
         "psnr": "hsm_bench.metrics.signal:MelPSNR",
         "sdr": "hsm_bench.metrics.signal:SDRFamily",
+        "kl": "hsm_bench.metrics.kl:KL",
+        "clap": "hsm_bench.metrics.clap:CLAPScore",
+        "afsim": "hsm_bench.metrics.afsim:AFSim",
     },
 )
 
@@ -96,9 +99,30 @@ METRICS = Registry(
 METRIC_SETS: dict[str, list[str]] = {
     "signal": ["lsd", "psnr", "sdr"],
     "sdr": ["sdr"],
+    "paper": ["kl", "lsd", "psnr", "clap", "afsim"],
+    "semantic": ["kl", "clap", "afsim"],
+    "all": ["kl", "lsd", "psnr", "sdr", "clap", "afsim"],
 }
 
-REGISTRIES = {"systems": SYSTEMS, "testsets": TESTSETS, "metrics": METRICS}
+# Audio (and text) encoders shared by metrics; names match hsm_bench.weights entries
+# where a checkpoint is involved.
+EMBEDDERS = Registry(
+    "embedder",
+    {
+        "panns-cnn14-16k": "hsm_bench.embedders.panns:Cnn14_16k",
+        "panns-cnn14-32k": "hsm_bench.embedders.panns:Cnn14_32k",
+        "msclap-2023": "hsm_bench.embedders.msclap:MSCLAP2023",
+        "msclap-2022": "hsm_bench.embedders.msclap:MSCLAP2022",
+        "laion-clap-music-speech-audioset": "hsm_bench.embedders.laion_clap:LaionClapMusicSpeechAudioset",
+        "laion-clap-630k-audioset": "hsm_bench.embedders.laion_clap:LaionClap630kAudioset",
+        "laion-clap-hf": "hsm_bench.embedders.laion_clap:LaionClapHF",
+        "audio-flamingo-3": "hsm_bench.embedders.audio_flamingo:AudioFlamingo3",
+        "audio-flamingo-2": "hsm_bench.embedders.audio_flamingo:AudioFlamingo2",
+        "audio-flamingo-1": "hsm_bench.embedders.audio_flamingo:AudioFlamingo1",
+    },
+)
+
+REGISTRIES = {"systems": SYSTEMS, "testsets": TESTSETS, "metrics": METRICS, "embedders": EMBEDDERS}
 
 # An output key that is not itself a metric name resolves to the metric that emits it,
 # so `--metrics lsd_aligned,sdri` works; the whole metric runs (its outputs share work).
@@ -107,6 +131,9 @@ METRIC_ALIASES: dict[str, str] = {
     "sdri": "sdr",
     "si_sdr": "sdr",
     "si_sdri": "sdr",
+    "kl_sigmoid": "kl",
+    "clap_a": "clap",
+    "clapi": "clap",
 }
 
 

@@ -14,10 +14,12 @@ import json
 import sys
 from pathlib import Path
 
+from hsm_bench.paths import default_paths
 from hsm_bench.pipeline.aggregate import aggregate
 from hsm_bench.pipeline.run import metric_definitions
 from hsm_bench.pipeline.score import ScoreJob, build_metrics, iter_scores, long_rows
 from hsm_bench.pipeline.table import print_corpus_table
+from hsm_bench.store.cache import FeatureCache
 from hsm_bench.store.jsonl import atomic_write_json, dumps
 from hsm_bench.store.runstore import environment
 
@@ -128,8 +130,9 @@ def score_directories(
         print(f"hsm-bench score: error: {exc}", file=sys.stderr)
         return 2
     ms = build_metrics(metrics)
+    cache = FeatureCache(default_paths()["cache_dir"])
     for m in ms:
-        m.setup()
+        m.setup(cache=cache)
     by_name = {m.info.name: m for m in ms}
     defs = metric_definitions(ms)
     keys = [k for m in ms for k in m.info.outputs if not (k in ("sdri", "si_sdri") and mix_dir is None)]

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hsm_bench import weights
 from hsm_bench.api.metric import Metric
 from hsm_bench.api.system import System
 from hsm_bench.api.testset import TestSet
@@ -17,6 +18,7 @@ from hsm_bench.pipeline.score import ScoreJob, build_metrics, iter_scores, long_
 from hsm_bench.pipeline.separate import StageSummary, run_separation
 from hsm_bench.pipeline.table import print_corpus_table
 from hsm_bench.registry import SYSTEMS, TESTSETS
+from hsm_bench.store.cache import FeatureCache
 from hsm_bench.store.jsonl import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
 from hsm_bench.store.runstore import RunDir, environment, signature
 
@@ -133,11 +135,13 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     ts = resolve_testset(cfg, progress)
     profile["build"] = {"seconds": round(time.perf_counter() - t, 3)}
 
+    weights.parse_overrides(_plain(cfg.get("weights") or {}))
     system = make_system(cfg)
-    # metrics are set up first so a missing dependency fails before a long separation
+    # metrics are set up first so missing weights fail before a long separation
     metrics = build_metrics(list(cfg.metrics.names), _plain(cfg.metrics.get("params") or {}))
+    cache = FeatureCache(cfg.paths.cache_dir, enabled=bool(rt.get("feature_cache", True)))
     for m in metrics:
-        m.setup(device=rt.get("device", "cpu"))
+        m.setup(device=rt.get("device", "cpu"), cache=cache)
     defs = metric_definitions(metrics)
 
     sig = run_signature(system, ts)

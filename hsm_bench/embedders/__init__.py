@@ -1,0 +1,1 @@
+"""Audio (and text) encoders shared by model-based metrics; reached through hsm_bench.registry.EMBEDDERS."""
