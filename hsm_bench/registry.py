@@ -80,6 +80,11 @@ TESTSETS = Registry(
     "testset",
     {
         "demo": "testsets.demo:DemoBuilder",
+        "audiocaps": "testsets.audiocaps:AudioCapsBuilder",
+        "clotho": "testsets.clotho:ClothoBuilder",
+        "fsd50k": "testsets.fsd50k:FSD50KBuilder",
+        "three_sets": "testsets.three_sets:ThreeSetsBuilder",
+        "music": "testsets.music:MusicBuilder",
     },
 )
 

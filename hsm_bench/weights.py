@@ -185,4 +185,4 @@ def _ensure_registered() -> None:
 
 # Modules whose import registers WeightSpecs. They must not import heavy packages at
 # module level.
-WEIGHT_MODULES: list[str] = []
+WEIGHT_MODULES: list[str] = ["hsm_bench.weights_catalog"]

@@ -1,0 +1,3 @@
+"""Checkpoints of the laion_clap family (see hsm_bench.weights)."""
+
+from hsm_bench.weights import WeightSpec, register  # noqa: F401
