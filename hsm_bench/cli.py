@@ -176,7 +176,11 @@ def cmd_ls(a: argparse.Namespace) -> int:
         for name in reg.names():
             line = f"  {name:<16} {reg.target(name)}"
             if kind == "metrics" and a.verbose:
-                info = reg.get(name).info
+                try:
+                    info = reg.get(name).info
+                except Exception as exc:  # an optional dependency missing must not hide the list
+                    print(f"{line}\n      (cannot load: {type(exc).__name__}: {exc})")
+                    continue
                 line += (
                     f"\n      outputs={','.join(info.outputs)} "
                     f"{'higher' if info.higher_is_better else 'lower'} is better, "

@@ -23,7 +23,8 @@ class MetricInfo:
     reference: str  # the public definition this metric reproduces
     kind: Literal["item", "corpus"] = "item"
     requires_reference: bool = True
-    requires_mixture: bool = False
+    requires_mixture: bool = False  # the item fails without a mixture
+    uses_mixture: bool = False  # given the mixture when there is one (e.g. SDRi)
     requires_text: bool = False
     sample_rate: int | None = 16000  # None: the test set's rate
     embedder: str | None = None

@@ -194,7 +194,7 @@ class SDRFamily(Metric):
         higher_is_better=True,
         version="1",
         reference="AudioSep utils.calculate_sdr / calculate_sisdr; dcase2024_task9_baseline",
-        requires_mixture=True,
+        uses_mixture=True,
         sample_rate=None,
         description="improvements (sdri, si_sdri) are against the unprocessed mixture",
     )

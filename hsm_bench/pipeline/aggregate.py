@@ -73,7 +73,7 @@ def aggregate(
                         errors[row["error"]] += 1
                     continue
                 v = row["values"][key]
-                if v is None:
+                if v is None or not math.isfinite(v):  # rows read back from JSON hold None
                     nonfinite[row.get("nonfinite", {}).get(key, "nan")] += 1
                 else:
                     finite.append(v)

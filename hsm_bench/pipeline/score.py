@@ -106,7 +106,7 @@ class _Loaded:
             estimate=self.view("estimate", rate),
             sample_rate=rate,
             reference=self.view("reference", rate) if info.requires_reference else None,
-            mixture=self.view("mixture", rate) if info.requires_mixture else None,
+            mixture=self.view("mixture", rate) if (info.requires_mixture or info.uses_mixture) else None,
             caption=self.job.caption,
             captions=self.job.captions,
             task=self.job.task,
@@ -123,7 +123,7 @@ def iter_scores(
 ) -> Iterator[tuple[ScoreJob, dict[str, dict[str, float] | Exception]]]:
     """Yield ``(job, {metric name: values or exception})`` in job order."""
     need_ref = any(m.info.requires_reference for m in metrics)
-    need_mix = any(m.info.requires_mixture for m in metrics)
+    need_mix = any(m.info.requires_mixture or m.info.uses_mixture for m in metrics)
     by_name = {m.info.name: m for m in metrics}
 
     def load(job: ScoreJob) -> _Loaded:
