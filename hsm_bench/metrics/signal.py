@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from hsm_bench.api.metric import Metric, MetricError, MetricInfo, ScoreItem
-from hsm_bench.metrics.stft import crop_stft, mel_filterbank, stft
+from hsm_bench.metrics.stft import crop_stft, mel_filterbank, stft, stft_pair
 
 LSD_EPS = 1e-12
 SDR_EPS = 1e-10
@@ -105,19 +105,21 @@ class LSD(Metric):
         # two estimate variants need a transform each; the reference is shared.
         variants = {"lsd": _normalised(est[off:], "estimate"), "lsd_aligned": _normalised(est, "estimate")}
         n_fft, hop = self.n_fft, self.hop
-        e_al = torch.from_numpy(variants["lsd_aligned"])
-        r = torch.from_numpy(ref)
-        if len(e_al) == len(r):  # one batched call uses the threads better
-            full = dict(zip(("lsd_aligned", "ref"), stft(torch.stack([e_al, r]), n_fft, hop)))
+        e_al = variants["lsd_aligned"]
+        if len(e_al) == len(ref):  # the usual case: one complex transform for both
+            full = dict(zip(("lsd_aligned", "ref"), stft_pair(e_al, ref, n_fft, hop)))
         else:
-            full = {"lsd_aligned": stft(e_al, n_fft, hop), "ref": stft(r, n_fft, hop)}
+            full = {"lsd_aligned": stft(e_al, n_fft, hop), "ref": stft(ref, n_fft, hop)}
         full["lsd"] = stft(variants["lsd"], n_fft, hop)
+        r = torch.from_numpy(ref)
+        r_mags: dict[int, torch.Tensor] = {}
         out = {}
         for key, e in variants.items():
             crop = min(len(e), len(ref))
             e_mag = _magnitude(crop_stft(torch.from_numpy(e), full[key], crop, n_fft, hop))
-            r_mag = _magnitude(crop_stft(r, full["ref"], crop, n_fft, hop))
-            out[key] = _lsd_from_spectra(e_mag, r_mag)
+            if crop not in r_mags:
+                r_mags[crop] = _magnitude(crop_stft(r, full["ref"], crop, n_fft, hop))
+            out[key] = _lsd_from_spectra(e_mag, r_mags[crop])
         return out
 
 

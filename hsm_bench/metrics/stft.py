@@ -47,6 +47,32 @@ def stft(x: np.ndarray | torch.Tensor, n_fft: int, hop: int, pad_mode: str = "co
     return spec.transpose(-1, -2).reshape(*lead, -1, n_fft // 2 + 1)
 
 
+def stft_pair(a: np.ndarray, b: np.ndarray, n_fft: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 STFTs (constant padding) of two real signals of equal length, from one
+    complex transform.
+
+    For prime sizes the FFT libraries gain little from real input, so transforming
+    ``a + i b`` and separating the halves by conjugate symmetry saves about half the work:
+    ``A_k = (Z_k + conj(Z_{N-k})) / 2``, ``B_k = (Z_k - conj(Z_{N-k})) / 2i``.
+    """
+    if len(a) != len(b):
+        raise ValueError("stft_pair needs signals of equal length")
+    pad = n_fft // 2
+    z = torch.zeros(len(a) + 2 * pad, dtype=torch.complex128)
+    z.real[pad:-pad] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    z.imag[pad:-pad] = torch.from_numpy(np.asarray(b, dtype=np.float32))
+    spec = torch.stft(z, n_fft, hop, n_fft, hann(n_fft), center=False, onesided=False, return_complex=True)
+    half = n_fft // 2 + 1
+    zk = spec[:half]
+    zr = spec[_mirror(n_fft)].conj()  # Z_{N-k}
+    return ((zk + zr) * 0.5).T, ((zk - zr) * -0.5j).T
+
+
+@lru_cache(maxsize=8)
+def _mirror(n_fft: int) -> torch.Tensor:
+    return (-torch.arange(n_fft // 2 + 1)) % n_fft
+
+
 def _frames_direct(seg: torch.Tensor, idx: np.ndarray, n_fft: int, hop: int) -> torch.Tensor:
     """Frames ``idx`` of the STFT of ``seg`` (constant padding), computed directly."""
     pad = n_fft // 2
