@@ -1,0 +1,1 @@
+"""Test-set builders, one module per set, reached through hsm_bench.registry.TESTSETS."""
