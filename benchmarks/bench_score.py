@@ -62,8 +62,16 @@ def make_pairs(root: Path, n: int, seed: int = 0) -> tuple[Path, Path, Path]:
     return pred, ref, mix
 
 
-def stft_floor(pred: Path, ref: Path, n_pairs: int = 64, batch: int = 8) -> dict[str, float]:
-    """Per-pair seconds of the STFTs the metric definitions require, batched torch.stft."""
+def stft_floor(pred: Path, ref: Path, n_pairs: int = 64) -> dict[str, float]:
+    """Per-pair seconds of the STFTs the metric definitions require: torch.stft, the best of
+    batches of 1, 2 and 8 pairs (large batches are slower here: memory bound)."""
+    runs = [_stft_floor(pred, ref, n_pairs, b) for b in (1, 2, 8)]
+    best = {k: min(r[k] for r in runs) for k in runs[0] if k != "floor"}
+    best["floor"] = best["lsd_743_float64_3sig"] + best["mel_512_float32_2sig"]
+    return best
+
+
+def _stft_floor(pred: Path, ref: Path, n_pairs: int, batch: int) -> dict[str, float]:
     torch.set_num_threads(os.cpu_count() or 1)
     names = sorted(p.name for p in pred.glob("*.wav"))[:n_pairs]
     est = np.stack([sf.read(pred / n, dtype="float32")[0] for n in names])
@@ -156,13 +164,16 @@ def main() -> None:
     if a.aldm_python:
         out = root / "aldm.json"
         wall, _, _ = run_timed([a.aldm_python, str(Path(__file__).parent / "audioldm_eval_runner.py"),
-                                str(pairs[0]), str(pairs[1]), "--out", str(out)])  # fmt: skip
+                                str(pairs[0]), str(pairs[1]), "--out", str(out), "--per-file"])  # fmt: skip
         ref = json.loads(out.read_text())
         with open(root / "ours_full.csv") as f:
             ours = {r["id"]: r for r in csv.DictReader(f)}
         d_lsd = max(abs(float(ours[Path(k).stem]["lsd"]) - v["lsd"]) for k, v in ref["files"].items())
         d_psnr = max(abs(float(ours[Path(k).stem]["psnr"]) - float(v["psnr"])) for k, v in ref["files"].items()
                      if v["psnr"] != "inf")  # fmt: skip
+        # the runner's untimed --per-file pass is not part of the package's own work
+        t = ref["timing"]
+        wall = t["startup_s"] + t["lsd_loop_s"] + t["psnr_loop_s"]
         print(f"\naudioldm-eval 0.0.3 LSD + PSNR on the same {ref['n']} pairs: {wall:.1f} s end to end "
               f"({1000 * wall / ref['n']:.1f} ms/pair; its own timing: {json.dumps(ref.get('timing', {}))})")  # fmt: skip
         print(f"  speed-up of hsm-bench score (all signal metrics) over it: {wall / full['wall_s']:.2f}x (target >= 2x)")
