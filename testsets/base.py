@@ -59,8 +59,17 @@ class TestSetWriter:
         self.rows: list[dict[str, Any]] = []
 
     def add(self, spec: ItemSpec) -> Mix:
+        # the manifest stores the SNR rounded; mixing with that same value keeps a rebuild
+        # from the manifest bit-exact
+        spec.snr_db = round(float(spec.snr_db), 4)
         mix = mix_at_snr(spec.target, spec.interferer, spec.snr_db)
-        stems = {"mixture": mix.mixture, "target": mix.target, "interferer": mix.interferer}
+        self.write_stems(spec, mix.mixture, mix.target, mix.interferer, mix.gains())
+        return mix
+
+    def write_stems(self, spec: ItemSpec, mixture: np.ndarray, target: np.ndarray, interferer: np.ndarray,
+                    gains: dict[str, float]) -> None:  # fmt: skip
+        """Write three given stems (pre-mixed imports use this directly) and the row."""
+        stems = {"mixture": mixture, "target": target, "interferer": interferer}
         paths, hashes = {}, {}
         for role, audio in stems.items():
             rel = f"audio/{role}/{spec.id}.wav"
@@ -77,14 +86,13 @@ class TestSetWriter:
             "target_labels": list(spec.target_labels),
             "interferer_labels": list(spec.interferer_labels),
             "snr_db": round(float(spec.snr_db), 4),
-            "duration_s": round(len(mix.mixture) / self.sample_rate, 4),
+            "duration_s": round(len(mixture) / self.sample_rate, 4),
             "sample_rate": self.sample_rate,
-            "source": {**spec.source, "gains": {k: round(v, 8) for k, v in mix.gains().items()}},
+            "source": {**spec.source, "gains": {k: round(v, 8) for k, v in gains.items()}},
             "sha256": hashes,
             **spec.extra,
         }
         self.rows.append(row)
-        return mix
 
     def finish(self, card: dict[str, Any]) -> Path:
         self.rows.sort(key=lambda r: r["id"])
