@@ -217,6 +217,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     print("offline flags:")
     for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HSM_BENCH_HOME", "HSM_BENCH_RUNS"):
         print(f"  {k:<18} {os.environ.get(k, '-')}")
+    _print_weights()
     root = Path(paths["data_dir"]) / "testsets"
     built = sorted(p.parent for p in root.glob("*/*/card.json")) if root.exists() else []
     print("built test sets:" + ("" if built else " none"))

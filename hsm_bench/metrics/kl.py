@@ -1,0 +1,142 @@
+"""KL divergence between PANNs Cnn14 label distributions, as audioldm-eval 0.0.3 computes it.
+
+Reference: ``audioldm_eval/metrics/kl.py::calculate_kl`` with the cnn14 backbone and the
+``WaveDataset`` loader of 0.0.3. Per file: channel 0, the clip mean removed, resampled to
+the evaluation rate (16 kHz default; 32 kHz uses the 32 kHz checkpoint), zero-padded to at
+least 32000 samples, the whole clip through Cnn14 (batch size 1), logits kept. Then, with
+P the reference and Q the estimate:
+
+* ``kl``         = sum_c p_c (log p_c - log(q_c + 1e-6)), p = softmax(ref logits), q = softmax(est logits)
+* ``kl_sigmoid`` = the same sum with p, q the per-class sigmoids (only the positive term, as
+  the reference: not a true divergence)
+
+computed with torch ``kl_div`` in float32 like the reference; the corpus value (the mean
+over items) equals audioldm-eval's sum divided by N.
+
+Resampling: audioldm-eval uses torchaudio's default sinc resampler; files at another rate
+are resampled with a bit-exact re-implementation of it (``resampler="torchaudio"``, the
+default) or the harness resampler (``resampler="harness"``). Test sets are 16 kHz, so
+neither runs in the usual pipeline. Multichannel files are downmixed by the harness before
+the metric sees them (audioldm-eval takes channel 0): identical for the mono audio
+hsm-bench writes.
+
+Weights convention: ``weights_for(params)`` / ``all_weights()`` name the checkpoints
+(``hsm-bench download-weights --metrics kl``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsm_bench.api.metric import Metric, MetricError, MetricInfo, ScoreItem
+
+EPS = 1e-6
+MIN_SAMPLES = 32000
+EMBEDDER = {16000: "panns-cnn14-16k", 32000: "panns-cnn14-32k"}
+
+
+def kl_terms(ref_logits: torch.Tensor, est_logits: torch.Tensor) -> dict[str, float]:
+    """Both KL variants of one item from [527] logits (float32, as the reference)."""
+    p, q = ref_logits.float()[None], est_logits.float()[None]
+    softmax = torch.nn.functional.kl_div((q.softmax(dim=1) + EPS).log(), p.softmax(dim=1), reduction="sum")
+    sigmoid = torch.nn.functional.kl_div((q.sigmoid() + EPS).log(), p.sigmoid(), reduction="sum")
+    return {"kl": float(softmax), "kl_sigmoid": float(sigmoid)}
+
+
+class KL(Metric):
+    info = MetricInfo(
+        name="kl",
+        outputs=("kl", "kl_sigmoid"),
+        higher_is_better=False,
+        version="1",
+        reference="audioldm-eval==0.0.3 calculate_kl, cnn14 backbone (softmax KL(ref || est), eps 1e-6)",
+        sample_rate=None,
+        embedder="panns-cnn14-16k",
+        description="kl: softmax over the 527 AudioSet logits; kl_sigmoid: per-class sigmoids",
+    )
+
+    def __init__(self, sample_rate: int = 16000, resampler: str = "torchaudio"):
+        if sample_rate not in EMBEDDER:
+            raise ValueError(f"kl: audioldm-eval evaluates at 16000 or 32000 Hz, not {sample_rate}")
+        if resampler not in ("torchaudio", "harness"):
+            raise ValueError("kl: resampler must be 'torchaudio' or 'harness'")
+        super().__init__(sample_rate=sample_rate, resampler=resampler)
+        self.rate = int(sample_rate)
+        self.resampler = resampler
+        self.embedder = None
+        self.cache = None
+
+    @classmethod
+    def weights_for(cls, params: dict | None = None) -> list[str]:
+        return [EMBEDDER[int((params or {}).get("sample_rate", 16000))]]
+
+    @classmethod
+    def all_weights(cls) -> list[str]:
+        return list(EMBEDDER.values())
+
+    def setup(self, device: str = "cpu", cache: Any = None) -> None:
+        from hsm_bench.registry import EMBEDDERS
+
+        self.embedder = EMBEDDERS.get(EMBEDDER[self.rate])()
+        self.embedder.load(device)  # missing weights -> the download-weights command
+        self.cache = cache
+
+    def use_embedder(self, embedder: Any, cache: Any = None) -> None:
+        """Score with an already loaded embedder (tests, notebooks)."""
+        self.embedder, self.cache = embedder, cache
+
+    @property
+    def version_key(self) -> str:
+        sha = getattr(self.embedder, "checkpoint_sha256", None)
+        return f"{super().version_key}-{sha[:8]}" if sha else super().version_key
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        if self.embedder is not None:
+            d["embedder"] = self.embedder.info()
+        return d
+
+    def prepare(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        """The reference loader: mean removal, then resampling, then padding to 2 s."""
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        x = (x - x.mean()).numpy()
+        if rate != self.rate:
+            if self.resampler == "torchaudio":
+                from hsm_bench.embedders.clap_common import torchaudio_resample
+
+                x = torchaudio_resample(x, rate, self.rate)
+            else:
+                from hsm_bench.audio.resample import resample
+
+                x = resample(x, rate, self.rate)
+        if len(x) < MIN_SAMPLES:
+            x = np.pad(x, (0, MIN_SAMPLES - len(x)))
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def compute_batch(self, items: list[ScoreItem]) -> list[dict[str, float] | Exception]:
+        if self.embedder is None:
+            raise RuntimeError("kl: call setup() first")
+        clips, slots, out = [], [], []
+        for item in items:
+            if item.reference is None:
+                slots.append(MetricError("kl needs the reference audio"))
+                continue
+            slots.append((len(clips), len(clips) + 1))
+            clips += [self.prepare(item.estimate, item.sample_rate), self.prepare(item.reference, item.sample_rate)]
+        feats = self.embedder.audio_features(clips, self.cache) if clips else []
+        for slot in slots:
+            if isinstance(slot, Exception):
+                out.append(slot)
+                continue
+            est, ref = feats[slot[0]]["logits"], feats[slot[1]]["logits"]
+            out.append(kl_terms(torch.from_numpy(np.asarray(ref)), torch.from_numpy(np.asarray(est))))
+        return out
+
+    def compute(self, item: ScoreItem) -> dict[str, float]:
+        res = self.compute_batch([item])[0]
+        if isinstance(res, Exception):
+            raise res
+        return res
