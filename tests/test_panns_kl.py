@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,20 @@ def test_reference_features_are_cached_once(tmp_path):
     metric.compute(ScoreItem("x", b, 16000, ref))  # a second system: only its estimate is new
     again = metric.compute(ScoreItem("x", a, 16000, ref))  # a rerun: nothing new
     assert calls == [2, 1] and again == first
+
+
+def test_kl_through_hsm_bench_run(compose_config, tiny_testset, tmp_path):
+    """The run pipeline with a local checkpoint given as a weights override."""
+    from hsm_bench.pipeline.run import run_pipeline
+
+    _checkpoint(tmp_path / "c.pth", **SMALL)
+    cfg = compose_config(
+        "system=oracle_target", f"testset.root={tiny_testset}", f"paths.runs_dir={tmp_path / 'runs'}",
+        "runtime.progress=false", "metrics.names=[kl,sdr]", f"+weights.panns-cnn14-16k={tmp_path / 'c.pth'}",
+        "+metrics.params.kl.embedder_params.arch.widths=[8,8,16,16,32,32]",
+    )  # fmt: skip
+    out = run_pipeline(cfg)
+    kl = out["corpus"]["metrics"]["kl"]
+    assert kl["n"] == 12 and abs(kl["mean"]) < 1e-4  # the target oracle: KL(x || x)
+    run = json.loads(open(f"{out['run_dir']}/run.json").read())
+    assert run["metrics"]["kl"]["embedder"]["checkpoint_sha256"] == weights.file_sha256(tmp_path / "c.pth")

@@ -58,12 +58,12 @@ class KL(Metric):
         description="kl: softmax over the 527 AudioSet logits; kl_sigmoid: per-class sigmoids",
     )
 
-    def __init__(self, sample_rate: int = 16000, resampler: str = "torchaudio"):
+    def __init__(self, sample_rate: int = 16000, resampler: str = "torchaudio", embedder_params: dict | None = None):
         if sample_rate not in EMBEDDER:
             raise ValueError(f"kl: audioldm-eval evaluates at 16000 or 32000 Hz, not {sample_rate}")
         if resampler not in ("torchaudio", "harness"):
             raise ValueError("kl: resampler must be 'torchaudio' or 'harness'")
-        super().__init__(sample_rate=sample_rate, resampler=resampler)
+        super().__init__(sample_rate=sample_rate, resampler=resampler, embedder_params=dict(embedder_params or {}))
         self.rate = int(sample_rate)
         self.resampler = resampler
         self.embedder = None
@@ -80,7 +80,7 @@ class KL(Metric):
     def setup(self, device: str = "cpu", cache: Any = None) -> None:
         from hsm_bench.registry import EMBEDDERS
 
-        self.embedder = EMBEDDERS.get(EMBEDDER[self.rate])()
+        self.embedder = EMBEDDERS.get(EMBEDDER[self.rate])(**self.params["embedder_params"])
         self.embedder.load(device)  # missing weights -> the download-weights command
         self.cache = cache
 
