@@ -69,8 +69,8 @@ def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int =
     from tqdm import tqdm
 
     sep = run.separation_rows()
-    done = {(r["id"], r["metric"]) for r in read_jsonl(run.items_jsonl)
-            if r.get("version") == {m.info.name: m.version_key for m in metrics}.get(r["metric"])}  # fmt: skip
+    versions = {m.info.name: m.version_key for m in metrics}
+    done = {(r["id"], r["metric"]) for r in read_jsonl(run.items_jsonl) if r.get("version") == versions.get(r["metric"])}
     names = [m.info.name for m in metrics]
     jobs, resumed = [], 0
     ok_rows = [row for row in ts if sep.get(row.id, {}).get("status") == "ok"]
