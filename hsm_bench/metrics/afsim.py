@@ -1,0 +1,151 @@
+"""AFSim: cosine similarity of Audio Flamingo embeddings of the estimate and the reference.
+
+HSM-TSS (section IV-B): AF(x) is the mean-pooled penultimate-layer hidden state of Audio
+Flamingo run on x with the captioning prompt; AFSim = cos(AF(estimate), AF(reference)),
+reported as the mean over the test set. No reference implementation is public; the choices
+hsm-bench makes (peak normalisation, prompt, chat template, pooled positions, layer, dtype)
+are documented in :mod:`hsm_bench.embedders.audio_flamingo` and recorded with every result
+through the embedder's parameters and checkpoint digest.
+
+Params: ``backend`` (embedder name, default ``audio-flamingo-3``: the only Audio Flamingo
+hsm-bench can load; its 3584-d space is not the paper's 2048-d AF1/AF2 space, so AFSim values
+are comparable between systems scored here, not with the paper's column) and
+``backend_params`` (``pooling``, ``layer``, ``prompt``, ``dtype``, ``batch_size``,
+``peak_normalize``). Audio reaches the metric at the embedder's rate (16 kHz), resampled by
+the harness when a test set has another rate. Reference-side embeddings go through the
+feature cache, so they are computed once per test set for all systems.
+
+Weights convention: ``weights_for(params)`` / ``all_weights()`` (cheap, no torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from hsm_bench.api.metric import Metric, MetricError, MetricInfo, ScoreItem
+from hsm_bench.store.cache import audio_key
+
+# backend -> (sample rate, weights); the Audio Flamingo 1/2 embedders refuse to construct
+BACKENDS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "audio-flamingo-3": (16000, ("audio-flamingo-3-hf",)),
+    "audio-flamingo-2": (16000, ()),
+    "audio-flamingo-1": (44100, ()),
+}
+REFERENCE = ("HSM-TSS AFSim (arXiv 2505.21025, sec. IV-B): cosine of mean-pooled penultimate-layer Audio Flamingo "
+             "hidden states under the captioning prompt; no public implementation, choices recorded")  # fmt: skip
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return float("nan")
+    return float(np.dot(a, b) / (na * nb))
+
+
+class AFSim(Metric):
+    info = MetricInfo(
+        name="afsim",
+        outputs=("afsim",),
+        higher_is_better=True,
+        version="1",
+        reference=REFERENCE,
+        requires_reference=True,
+        sample_rate=16000,
+        embedder="audio-flamingo-3",
+        description="afsim: cosine of Audio Flamingo embeddings (pooled penultimate hidden states) of estimate and reference",
+    )
+
+    def __init__(self, backend: str = "audio-flamingo-3", backend_params: dict | None = None):
+        if backend not in BACKENDS:
+            import difflib
+
+            close = difflib.get_close_matches(backend, list(BACKENDS), n=1)
+            raise ValueError(f"afsim: unknown backend {backend!r}{' (did you mean ' + repr(close[0]) + '?)' if close else ''}; "
+                             f"choose from {', '.join(BACKENDS)}")  # fmt: skip
+        backend_params = dict(backend_params or {})
+        super().__init__(backend=backend, backend_params=backend_params)
+        self.backend, self.backend_params = backend, backend_params
+        self.info = dataclasses.replace(type(self).info, sample_rate=BACKENDS[backend][0], embedder=backend)
+        self.embedder = None
+        self.cache = None
+
+    @classmethod
+    def weights_for(cls, params: dict | None = None) -> list[str]:
+        backend = (params or {}).get("backend", "audio-flamingo-3")
+        if backend not in BACKENDS:
+            raise ValueError(f"afsim: unknown backend {backend!r}")
+        return list(BACKENDS[backend][1])
+
+    @classmethod
+    def all_weights(cls) -> list[str]:
+        return list(dict.fromkeys(w for _, ws in BACKENDS.values() for w in ws))
+
+    def setup(self, device: str = "cpu", cache: Any = None) -> None:
+        from hsm_bench.registry import EMBEDDERS
+
+        self.embedder = EMBEDDERS.get(self.backend)(**self.backend_params)  # AF1/AF2: NotImplementedError
+        self.embedder.load(device)  # missing weights -> WeightsMissingError naming download-weights
+        self.cache = cache
+
+    def use_embedder(self, embedder: Any, cache: Any = None) -> None:
+        """Score with an already loaded embedder (tests, notebooks)."""
+        self.embedder, self.cache = embedder, cache
+
+    @property
+    def version_key(self) -> str:
+        sha = getattr(self.embedder, "checkpoint_sha256", None)
+        return f"{super().version_key}-{sha[:8]}" if sha else super().version_key
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        if self.embedder is not None:
+            d["embedder"] = self.embedder.info()
+        return d
+
+    def compute(self, item: ScoreItem) -> dict[str, float]:
+        res = self.compute_batch([item])[0]
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def compute_batch(self, items: list[ScoreItem]) -> list[dict[str, float] | Exception]:
+        if self.embedder is None:
+            raise RuntimeError("afsim: call setup() first")
+        rate = self.embedder.sample_rate
+        out: list[dict[str, float] | Exception | None] = [None] * len(items)
+        clips: list[np.ndarray] = []
+        pairs: dict[int, tuple[int, int]] = {}
+        for i, item in enumerate(items):
+            if item.reference is None:
+                out[i] = MetricError("afsim needs the reference audio")
+                continue
+            if item.sample_rate != rate:
+                out[i] = MetricError(f"afsim ({self.backend}) takes {rate} Hz audio, got {item.sample_rate} Hz")
+                continue
+            est = np.asarray(item.estimate, dtype=np.float32).reshape(-1)
+            ref = np.asarray(item.reference, dtype=np.float32).reshape(-1)
+            if not (np.all(np.isfinite(est)) and np.all(np.isfinite(ref))):
+                out[i] = MetricError("afsim: NaN/Inf samples")
+                continue
+            pairs[i] = (len(clips), len(clips) + 1)
+            clips += [est, ref]
+        # each distinct clip is embedded (or read from the cache) once: the target oracle's
+        # estimate is its reference
+        keys = [audio_key(c, rate) for c in clips]
+        first: dict[str, int] = {}
+        for j, k in enumerate(keys):
+            first.setdefault(k, j)
+        try:
+            feats = self.embedder.audio_features([clips[j] for j in first.values()], self.cache) if first else []
+        except Exception as exc:  # noqa: BLE001 - the model failed on this batch: every pending item errs
+            err = MetricError(f"afsim ({self.backend}): {type(exc).__name__}: {exc}")
+            return [r if r is not None else err for r in out]
+        by_key = {k: f["embedding"] for k, f in zip(first, feats)}
+        for i, (e, r) in pairs.items():
+            out[i] = {"afsim": cosine(by_key[keys[e]], by_key[keys[r]])}
+        return out  # type: ignore[return-value]
