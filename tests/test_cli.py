@@ -107,6 +107,19 @@ def test_run_via_cli_and_sweep(tiny_testset, tmp_path, capsys):
     assert "oracle_target on tiny" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("metric,weights_name", [("kl", "panns-cnn14-16k"), ("afsim", "audio-flamingo-3-hf")])
+def test_run_without_weights_fails_in_one_line(tiny_testset, tmp_path, monkeypatch, metric, weights_name):
+    monkeypatch.setenv("HSM_BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    args = ["run", "--system", "oracle_target", "--metrics", metric, f"testset.root={tiny_testset}",
+            f"paths.runs_dir={tmp_path / 'runs'}", "runtime.progress=false"]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    msg = str(info.value.code)
+    assert msg.startswith(f"hsm-bench run: error: weights {weights_name!r}") and "\n" not in msg
+    assert f"`hsm-bench download-weights {weights_name}`" in msg
+
+
 def test_run_sugar_and_did_you_mean():
     assert run_overrides(["--system", "oracle_irm", "--metrics=lsd_aligned,sdri", "x=1"]) == [
         "system=oracle_irm", "metrics.names=[lsd_aligned,sdri]", "x=1",
