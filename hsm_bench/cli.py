@@ -28,6 +28,8 @@ running the system again.
 Defaults: --system oracle_irm --testset demo --metrics signal. Run folders go to
 ./runs (or $HSM_BENCH_RUNS); test sets, weights and caches to ~/.cache/hsm-bench
 (or $HSM_BENCH_HOME). `hsm-bench run --cfg job` prints the composed configuration.
+Setup problems (missing weights or test set) end in one line naming the fix;
+set HSM_BENCH_TRACEBACK=1 for the full traceback.
 """
 
 
