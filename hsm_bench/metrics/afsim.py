@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from hsm_bench.api.metric import Metric, MetricError, MetricInfo, ScoreItem
-from hsm_bench.store.cache import audio_key
+from hsm_bench.api.metric import MetricError, MetricInfo, ScoreItem
+from hsm_bench.metrics.model_based import EmbedderMetric, cosine
 
 # backend -> (sample rate, weights); the Audio Flamingo 1/2 embedders refuse to construct
 BACKENDS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -38,16 +38,7 @@ REFERENCE = ("HSM-TSS AFSim (arXiv 2505.21025, sec. IV-B): cosine of mean-pooled
              "hidden states under the captioning prompt; no public implementation, choices recorded")  # fmt: skip
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return float("nan")
-    return float(np.dot(a, b) / (na * nb))
-
-
-class AFSim(Metric):
+class AFSim(EmbedderMetric):
     info = MetricInfo(
         name="afsim",
         outputs=("afsim",),
@@ -92,27 +83,6 @@ class AFSim(Metric):
         self.embedder.load(device)  # missing weights -> WeightsMissingError naming download-weights
         self.cache = cache
 
-    def use_embedder(self, embedder: Any, cache: Any = None) -> None:
-        """Score with an already loaded embedder (tests, notebooks)."""
-        self.embedder, self.cache = embedder, cache
-
-    @property
-    def version_key(self) -> str:
-        sha = getattr(self.embedder, "checkpoint_sha256", None)
-        return f"{super().version_key}-{sha[:8]}" if sha else super().version_key
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        if self.embedder is not None:
-            d["embedder"] = self.embedder.info()
-        return d
-
-    def compute(self, item: ScoreItem) -> dict[str, float]:
-        res = self.compute_batch([item])[0]
-        if isinstance(res, Exception):
-            raise res
-        return res
-
     def compute_batch(self, items: list[ScoreItem]) -> list[dict[str, float] | Exception]:
         if self.embedder is None:
             raise RuntimeError("afsim: call setup() first")
@@ -134,18 +104,11 @@ class AFSim(Metric):
                 continue
             pairs[i] = (len(clips), len(clips) + 1)
             clips += [est, ref]
-        # each distinct clip is embedded (or read from the cache) once: the target oracle's
-        # estimate is its reference
-        keys = [audio_key(c, rate) for c in clips]
-        first: dict[str, int] = {}
-        for j, k in enumerate(keys):
-            first.setdefault(k, j)
-        try:
-            feats = self.embedder.audio_features([clips[j] for j in first.values()], self.cache) if first else []
+        try:  # the target oracle's estimate is its reference: embedded once
+            embs = self.embeddings(clips)
         except Exception as exc:  # noqa: BLE001 - the model failed on this batch: every pending item errs
             err = MetricError(f"afsim ({self.backend}): {type(exc).__name__}: {exc}")
             return [r if r is not None else err for r in out]
-        by_key = {k: f["embedding"] for k, f in zip(first, feats)}
         for i, (e, r) in pairs.items():
-            out[i] = {"afsim": cosine(by_key[keys[e]], by_key[keys[r]])}
+            out[i] = {"afsim": cosine(embs[e], embs[r])}
         return out  # type: ignore[return-value]

@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from hsm_bench.api.metric import Metric, MetricError, MetricInfo, ScoreItem
-from hsm_bench.store.cache import audio_key
+from hsm_bench.api.metric import MetricError, MetricInfo, ScoreItem
+from hsm_bench.metrics.model_based import EmbedderMetric, cosine
 
 # backend -> (sample rate, weights names); kept here so download-weights needs no torch import
 BACKENDS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -71,16 +71,7 @@ REFERENCE = ("CLAP score (Xiao et al. 2024 CLAPScore_for_LASS; HSM-TSS with MS-C
 TEXT_SOURCES = ("auto", "caption", "captions_mean")
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return float("nan")
-    return float(np.dot(a, b) / (na * nb))
-
-
-class CLAPScore(Metric):
+class CLAPScore(EmbedderMetric):
     info = MetricInfo(
         name="clap",
         outputs=("clap", "clap_a", "clapi"),
@@ -161,24 +152,6 @@ class CLAPScore(Metric):
         self.embedder.load(device)  # missing weights -> WeightsMissingError naming download-weights
         self.cache = cache
 
-    def use_embedder(self, embedder: Any, cache: Any = None) -> None:
-        """Score with an already loaded embedder (tests, notebooks)."""
-        self.embedder = embedder
-        self.cache = cache
-
-    @property
-    def version_key(self) -> str:
-        """Also changes with the checkpoint (once set up), so resumed rows never mix models."""
-        base = super().version_key
-        sha = getattr(self.embedder, "checkpoint_sha256", None) if self.embedder is not None else None
-        return f"{base}-{sha[:8]}" if sha else base
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        if self.embedder is not None:
-            d["embedder"] = self.embedder.info()
-        return d
-
     # -- scoring ------------------------------------------------------------------------------
     def _texts(self, item: ScoreItem) -> list[str] | None:
         if self.text == "caption" or (self.text == "auto" and item.task != "remove"):
@@ -198,22 +171,6 @@ class CLAPScore(Metric):
         if self.windowing == "reference_crop":
             x = self.embedder.reference_crop(x, item_seed(item.id, self.seed))
         return x
-
-    def _embed(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """Embeddings of ``clips``; each distinct clip is embedded (or read from the cache) once."""
-        keys = [audio_key(c, self.embedder.sample_rate) for c in clips]
-        first: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
-        feats = self.embedder.audio_features([clips[i] for i in first.values()], self.cache)
-        by_key = {k: f["embedding"] for k, f in zip(first, feats)}
-        return [by_key[k] for k in keys]
-
-    def compute(self, item: ScoreItem) -> dict[str, float]:
-        out = self.compute_batch([item])[0]
-        if isinstance(out, Exception):
-            raise out
-        return out
 
     def compute_batch(self, items: list[ScoreItem]) -> list[dict[str, float] | Exception]:
         if self.embedder is None:
@@ -244,7 +201,7 @@ class CLAPScore(Metric):
             slots.append(slot)
             texts.append(t)
         try:
-            embs = self._embed(clips) if clips else []
+            embs = self.embeddings(clips)
             all_texts = list(dict.fromkeys(s for t in texts if t for s in t))
             text_emb = dict(zip(all_texts, self.embedder.embed_text(all_texts))) if all_texts else {}
         except Exception as exc:  # noqa: BLE001 - the model failed on this batch: every pending item errs
@@ -258,10 +215,10 @@ class CLAPScore(Metric):
             vals: dict[str, float] = {}
             if t:
                 tv = np.mean([text_emb[s] for s in t], axis=0)
-                vals["clap"] = _cos(tv, est)
+                vals["clap"] = cosine(tv, est)
                 if "mixture" in slot:
-                    vals["clapi"] = vals["clap"] - _cos(tv, embs[slot["mixture"]])
+                    vals["clapi"] = vals["clap"] - cosine(tv, embs[slot["mixture"]])
             if "reference" in slot:
-                vals["clap_a"] = _cos(est, embs[slot["reference"]])
+                vals["clap_a"] = cosine(est, embs[slot["reference"]])
             results[i] = vals
         return results  # type: ignore[return-value]

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hsm_bench.api.metric import Metric, MetricError, MetricInfo, ScoreItem
+from hsm_bench.api.metric import MetricError, MetricInfo, ScoreItem
+from hsm_bench.metrics.model_based import EmbedderMetric
 
 EPS = 1e-6
 MIN_SAMPLES = 32000
@@ -46,7 +47,7 @@ def kl_terms(ref_logits: torch.Tensor, est_logits: torch.Tensor) -> dict[str, fl
     return {"kl": float(softmax), "kl_sigmoid": float(sigmoid)}
 
 
-class KL(Metric):
+class KL(EmbedderMetric):
     info = MetricInfo(
         name="kl",
         outputs=("kl", "kl_sigmoid"),
@@ -84,21 +85,6 @@ class KL(Metric):
         self.embedder.load(device)  # missing weights -> the download-weights command
         self.cache = cache
 
-    def use_embedder(self, embedder: Any, cache: Any = None) -> None:
-        """Score with an already loaded embedder (tests, notebooks)."""
-        self.embedder, self.cache = embedder, cache
-
-    @property
-    def version_key(self) -> str:
-        sha = getattr(self.embedder, "checkpoint_sha256", None)
-        return f"{super().version_key}-{sha[:8]}" if sha else super().version_key
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        if self.embedder is not None:
-            d["embedder"] = self.embedder.info()
-        return d
-
     def prepare(self, audio: np.ndarray, rate: int) -> np.ndarray:
         """The reference loader: mean removal, then resampling, then padding to 2 s."""
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
@@ -135,8 +121,3 @@ class KL(Metric):
             out.append(kl_terms(torch.from_numpy(np.asarray(ref)), torch.from_numpy(np.asarray(est))))
         return out
 
-    def compute(self, item: ScoreItem) -> dict[str, float]:
-        res = self.compute_batch([item])[0]
-        if isinstance(res, Exception):
-            raise res
-        return res
