@@ -149,7 +149,7 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
         if not getattr(processor, "chat_template", None):
             raise weights.WeightsError(f"{folder}: the processor has no chat template (chat_template.jinja missing?)")
         self.model = model.model.eval().to(device)  # the LM head is never needed
-        self.processor = processor
+        self.processor, self._prompt_text = processor, None
         self.audio_token_id = int(model.config.audio_token_id)
         n_layers = int(model.config.text_config.num_hidden_layers)
         if not -n_layers <= self.layer <= n_layers:
@@ -160,8 +160,11 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
         self.checkpoint_sha256 = folder_digest(folder)
 
     def prompt_text(self) -> str:
-        conversation = [{"role": "user", "content": [{"type": "text", "text": self.prompt}, {"type": "audio"}]}]
-        return self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        """The prompt with its audio placeholder, as the checkpoint's chat template formats it."""
+        if getattr(self, "_prompt_text", None) is None:
+            conversation = [{"role": "user", "content": [{"type": "text", "text": self.prompt}, {"type": "audio"}]}]
+            self._prompt_text = self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return self._prompt_text
 
     def embed_audio(self, clips: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         out: list[dict[str, np.ndarray] | None] = [None] * len(clips)
@@ -211,7 +214,7 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
 
         torch.manual_seed(seed)
         model = AudioFlamingo3ForConditionalGeneration(config).eval()
-        self.model, self.processor = model.model, processor
+        self.model, self.processor, self._prompt_text = model.model, processor, None
         self.audio_token_id = int(config.audio_token_id)
         self.hidden_size = int(config.text_config.hidden_size)
         self.loaded = True
