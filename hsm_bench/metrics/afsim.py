@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hsm_bench.api.metric import MetricError, MetricInfo, ScoreItem
-from hsm_bench.metrics.model_based import EmbedderMetric, cosine
+from hsm_bench.metrics.model_based import EmbedderMetric, check_backend, cosine
 
 # backend -> (sample rate, weights); the Audio Flamingo 1/2 embedders refuse to construct
 BACKENDS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -52,18 +52,11 @@ class AFSim(EmbedderMetric):
     )
 
     def __init__(self, backend: str = "audio-flamingo-3", backend_params: dict | None = None):
-        if backend not in BACKENDS:
-            import difflib
-
-            close = difflib.get_close_matches(backend, list(BACKENDS), n=1)
-            raise ValueError(f"afsim: unknown backend {backend!r}{' (did you mean ' + repr(close[0]) + '?)' if close else ''}; "
-                             f"choose from {', '.join(BACKENDS)}")  # fmt: skip
+        check_backend("afsim", backend, BACKENDS)
         backend_params = dict(backend_params or {})
         super().__init__(backend=backend, backend_params=backend_params)
         self.backend, self.backend_params = backend, backend_params
         self.info = dataclasses.replace(type(self).info, sample_rate=BACKENDS[backend][0], embedder=backend)
-        self.embedder = None
-        self.cache = None
 
     @classmethod
     def weights_for(cls, params: dict | None = None) -> list[str]:

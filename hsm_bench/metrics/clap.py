@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from hsm_bench.api.metric import MetricError, MetricInfo, ScoreItem
-from hsm_bench.metrics.model_based import EmbedderMetric, cosine
+from hsm_bench.metrics.model_based import EmbedderMetric, check_backend, cosine
 
 # backend -> (sample rate, weights names); kept here so download-weights needs no torch import
 BACKENDS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -96,12 +96,7 @@ class CLAPScore(EmbedderMetric):
         resampler: str = "torchaudio",
         backend_params: dict | None = None,
     ):
-        if backend not in BACKENDS:
-            import difflib
-
-            close = difflib.get_close_matches(backend, list(BACKENDS), n=2)
-            raise ValueError(f"clap: unknown backend {backend!r}{' (did you mean ' + repr(close[0]) + '?)' if close else ''}; "
-                             f"choose from {', '.join(BACKENDS)}")  # fmt: skip
+        check_backend("clap", backend, BACKENDS)
         if windowing not in WINDOWING:
             raise ValueError(f"clap: windowing must be one of {WINDOWING}, got {windowing!r}")
         if text not in TEXT_SOURCES:
@@ -121,8 +116,6 @@ class CLAPScore(EmbedderMetric):
             embedder=backend,
             reference=f"{REFERENCE}; audio resampled to {self.rate} Hz with {RESAMPLERS[resampler]}",
         )
-        self.embedder = None
-        self.cache = None
 
     # -- weights convention -------------------------------------------------------------
     @classmethod

@@ -67,8 +67,6 @@ class KL(EmbedderMetric):
         super().__init__(sample_rate=sample_rate, resampler=resampler, embedder_params=dict(embedder_params or {}))
         self.rate = int(sample_rate)
         self.resampler = resampler
-        self.embedder = None
-        self.cache = None
 
     @classmethod
     def weights_for(cls, params: dict | None = None) -> list[str]:

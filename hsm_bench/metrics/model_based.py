@@ -26,6 +26,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+def check_backend(metric: str, backend: str, backends) -> None:
+    """A clear error, with a did-you-mean, for a backend name the metric does not know."""
+    if backend in backends:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(backend, list(backends), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{metric}: unknown backend {backend!r}{hint}; choose from {', '.join(backends)}")
+
+
 class EmbedderMetric(Metric):
     embedder: Any = None
     cache: Any = None
