@@ -123,7 +123,7 @@ EMBEDDERS = Registry(
         "laion-clap-hf": "hsm_bench.embedders.laion_clap:LaionClapHF",
         "audio-flamingo-3": "hsm_bench.embedders.audio_flamingo:AudioFlamingo3",
         "audio-flamingo-2": "hsm_bench.embedders.audio_flamingo:AudioFlamingo2",
-        "audio-flamingo-1": "hsm_bench.embedders.audio_flamingo:AudioFlamingo1",
+        "audio-flamingo-1": "hsm_bench.embedders.audio_flamingo1:AudioFlamingo1",
     },
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,8 @@ _overrides: dict[str, Path] = {}
 
 
 def register(spec: WeightSpec) -> WeightSpec:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", spec.name):  # names are Hydra keys: `+weights.NAME=PATH`
+        raise ValueError(f"weights name {spec.name!r}: use letters, digits, '-' and '_' only")
     WEIGHTS[spec.name] = spec
     return spec
 

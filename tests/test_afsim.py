@@ -123,7 +123,7 @@ def test_afsim_values_identity_gain_and_determinism(af3_folder):
     from hsm_bench.metrics.afsim import AFSim
 
     e = _embedder(af3_folder)
-    m = AFSim()
+    m = AFSim(backend="audio-flamingo-3")
     m.use_embedder(e)
     x, y, _ = _clips(3)
     items = [
@@ -155,7 +155,7 @@ def test_an_embedding_does_not_depend_on_its_batch(af3_folder):
 def test_afsim_item_errors():
     from hsm_bench.metrics.afsim import AFSim
 
-    m = AFSim()
+    m = AFSim(backend="audio-flamingo-3")
     m.use_embedder(type("E", (), {"sample_rate": 16000})())
     x = _clips(1)[0]
     bad = x.copy()
@@ -197,15 +197,15 @@ def test_missing_weights_name_the_download_command(tmp_path, monkeypatch):
         AudioFlamingo3().load()
 
 
-def test_af1_and_af2_refuse_clearly():
+def test_af2_refuses_clearly_and_backend_names():
     from hsm_bench.metrics.afsim import AFSim
 
-    for name in ("audio-flamingo-1", "audio-flamingo-2"):
-        with pytest.raises(NotImplementedError, match="does not load this model"):
-            AFSim(backend=name).setup()
+    with pytest.raises(NotImplementedError, match="does not load this model.*'audio-flamingo-1'"):
+        AFSim(backend="audio-flamingo-2").setup()
     with pytest.raises(ValueError, match="did you mean 'audio-flamingo-3'"):
         AFSim(backend="audio-flamingo3")
-    assert AFSim.weights_for(None) == [W] and W in AFSim.all_weights()
+    assert AFSim.weights_for({"backend": "audio-flamingo-3"}) == [W] and W in AFSim.all_weights()
+    assert AFSim.weights_for(None) == ["audio-flamingo-1-foundation", "opt-iml-max-1_3b", "msclap-clapcap-2023"]
 
 
 def test_afsim_through_hsm_bench_run(compose_config, tiny_testset, tmp_path, af3_folder):
@@ -216,7 +216,7 @@ def test_afsim_through_hsm_bench_run(compose_config, tiny_testset, tmp_path, af3
         cfg = compose_config(
             f"system={system}", f"testset.root={tiny_testset}", f"paths.runs_dir={tmp_path / 'runs'}",
             f"paths.cache_dir={tmp_path / 'cache'}", "runtime.progress=false", "metrics.names=[afsim]",
-            f"+weights.{W}={af3_folder}",
+            "+metrics.params.afsim.backend=audio-flamingo-3", f"+weights.{W}={af3_folder}",
         )  # fmt: skip
         return run_pipeline(cfg)
 

@@ -107,7 +107,7 @@ def test_run_via_cli_and_sweep(tiny_testset, tmp_path, capsys):
     assert "oracle_target on tiny" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("metric,weights_name", [("kl", "panns-cnn14-16k"), ("afsim", "audio-flamingo-3-hf")])
+@pytest.mark.parametrize("metric,weights_name", [("kl", "panns-cnn14-16k"), ("afsim", "audio-flamingo-1-foundation")])
 def test_run_without_weights_fails_in_one_line(tiny_testset, tmp_path, monkeypatch, metric, weights_name):
     monkeypatch.setenv("HSM_BENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))

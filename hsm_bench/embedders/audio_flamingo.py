@@ -27,9 +27,10 @@ Versions:
   Qwen2.5-7B, so h(x) is 3584-d, not the paper's 2048-d. Clips are grouped by length and run
   ``batch_size`` at a time, the last batch filled with copies, so no clip is ever padded and
   an embedding never depends on the other clips of its batch.
-* ``audio-flamingo-1`` / ``audio-flamingo-2``: the 2048-d models the paper describes (OPT-IML-
-  MAX-1.3B / Qwen2.5-3B with Flamingo cross-attention). Not implemented: constructing them
-  raises :class:`NotImplementedError` saying so (no silent substitute).
+* ``audio-flamingo-1``: the 2048-d model the paper describes (OPT-IML-MAX-1.3B with Flamingo
+  cross-attention), in :mod:`hsm_bench.embedders.audio_flamingo1`; AFSim's default.
+* ``audio-flamingo-2`` (Qwen2.5-3B, also 2048-d): not implemented; constructing it raises
+  :class:`NotImplementedError` saying so (no silent substitute).
 """
 
 from __future__ import annotations
@@ -227,17 +228,8 @@ class _Unavailable(AudioFlamingoEmbedder):
     def __init__(self, **params: Any):
         raise NotImplementedError(
             f"{self.name}: {self.missing} hsm-bench does not load this model yet, so AFSim cannot use it; "
-            "use backend 'audio-flamingo-3' (3584-d, a different feature space from the paper's 2048-d numbers)."
+            "use backend 'audio-flamingo-1' (the paper's 2048-d model) or 'audio-flamingo-3' (3584-d)."
         )
-
-
-class AudioFlamingo1(_Unavailable):
-    name = "audio-flamingo-1"
-    af_version = "1"
-    sample_rate = 44100
-    missing = ("Audio Flamingo 1 (OPT-IML-MAX-1.3B + MS-CLAP clapcap encoder + Flamingo cross-attention, "
-               "checkpoint nvidia/audio-flamingo foundation.pt) needs a re-implementation of its gated "
-               "cross-attention layout, which is not written.")  # fmt: skip
 
 
 class AudioFlamingo2(_Unavailable):

@@ -7,13 +7,17 @@ hsm-bench makes (peak normalisation, prompt, chat template, pooled positions, la
 are documented in :mod:`hsm_bench.embedders.audio_flamingo` and recorded with every result
 through the embedder's parameters and checkpoint digest.
 
-Params: ``backend`` (embedder name, default ``audio-flamingo-3``: the only Audio Flamingo
-hsm-bench can load; its 3584-d space is not the paper's 2048-d AF1/AF2 space, so AFSim values
-are comparable between systems scored here, not with the paper's column) and
-``backend_params`` (``pooling``, ``layer``, ``prompt``, ``dtype``, ``batch_size``,
-``peak_normalize``). Audio reaches the metric at the embedder's rate (16 kHz), resampled by
-the harness when a test set has another rate. Reference-side embeddings go through the
-feature cache, so they are computed once per test set for all systems.
+Params: ``backend`` (embedder name): ``audio-flamingo-1`` (default; the 2048-d model the paper
+describes: OPT-IML-MAX-1.3B with Flamingo cross-attention over MS-CLAP clapcap features,
+:mod:`hsm_bench.embedders.audio_flamingo1`, bit-identical to the official AF1 code on shared
+random weights) or ``audio-flamingo-3`` (transformers; Qwen2.5-7B, 3584-d: another feature
+space, comparable between systems scored here, not with the paper's column);
+``audio-flamingo-2`` is not implemented. ``backend_params``: ``pooling``, ``layer``,
+``prompt``, ``dtype``, ``batch_size``, ``peak_normalize`` (and AF1's ``task_prefix``,
+``clap_batch_size``). Audio reaches the metric at 16 kHz, resampled by the harness when a
+test set has another rate; AF1 brings it to 44.1 kHz itself, as the official code does.
+Reference-side embeddings go through the feature cache, so they are computed once per test
+set for all systems.
 
 Weights convention: ``weights_for(params)`` / ``all_weights()`` (cheap, no torch).
 """
@@ -28,11 +32,11 @@ import numpy as np
 from hsm_bench.api.metric import MetricError, MetricInfo, ScoreItem
 from hsm_bench.metrics.model_based import EmbedderMetric, check_backend, cosine
 
-# backend -> (sample rate, weights); the Audio Flamingo 1/2 embedders refuse to construct
+# backend -> (sample rate, weights); the Audio Flamingo 2 embedder refuses to construct
 BACKENDS: dict[str, tuple[int, tuple[str, ...]]] = {
     "audio-flamingo-3": (16000, ("audio-flamingo-3-hf",)),
     "audio-flamingo-2": (16000, ()),
-    "audio-flamingo-1": (44100, ()),
+    "audio-flamingo-1": (16000, ("audio-flamingo-1-foundation", "opt-iml-max-1_3b", "msclap-clapcap-2023")),
 }
 REFERENCE = ("HSM-TSS AFSim (arXiv 2505.21025, sec. IV-B): cosine of mean-pooled penultimate-layer Audio Flamingo "
              "hidden states under the captioning prompt; no public implementation, choices recorded")  # fmt: skip
@@ -47,11 +51,11 @@ class AFSim(EmbedderMetric):
         reference=REFERENCE,
         requires_reference=True,
         sample_rate=16000,
-        embedder="audio-flamingo-3",
+        embedder="audio-flamingo-1",
         description="afsim: cosine of Audio Flamingo embeddings (pooled penultimate hidden states) of estimate and reference",
     )
 
-    def __init__(self, backend: str = "audio-flamingo-3", backend_params: dict | None = None):
+    def __init__(self, backend: str = "audio-flamingo-1", backend_params: dict | None = None):
         check_backend("afsim", backend, BACKENDS)
         backend_params = dict(backend_params or {})
         super().__init__(backend=backend, backend_params=backend_params)
@@ -60,7 +64,7 @@ class AFSim(EmbedderMetric):
 
     @classmethod
     def weights_for(cls, params: dict | None = None) -> list[str]:
-        backend = (params or {}).get("backend", "audio-flamingo-3")
+        backend = (params or {}).get("backend", "audio-flamingo-1")
         if backend not in BACKENDS:
             raise ValueError(f"afsim: unknown backend {backend!r}")
         return list(BACKENDS[backend][1])
@@ -72,7 +76,7 @@ class AFSim(EmbedderMetric):
     def setup(self, device: str = "cpu", cache: Any = None) -> None:
         from hsm_bench.registry import EMBEDDERS
 
-        self.embedder = EMBEDDERS.get(self.backend)(**self.backend_params)  # AF1/AF2: NotImplementedError
+        self.embedder = EMBEDDERS.get(self.backend)(**self.backend_params)  # AF2: NotImplementedError
         self.embedder.load(device)  # missing weights -> WeightsMissingError naming download-weights
         self.cache = cache
 

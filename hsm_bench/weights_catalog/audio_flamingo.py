@@ -7,9 +7,13 @@ its own licence) in the transformers layout: the Hub repository ``nvidia/audio-f
 AFSim metric records a digest of the weight shards (see
 :func:`hsm_bench.embedders.audio_flamingo.folder_digest`).
 
-The 2048-d Audio Flamingo 1 / 2 checkpoints the HSM-TSS paper describes are not listed:
-hsm-bench has no loader for their Flamingo cross-attention layout yet (see
-``AudioFlamingo1`` / ``AudioFlamingo2`` in :mod:`hsm_bench.embedders.audio_flamingo`).
+Audio Flamingo 1 (the 2048-d model of the HSM-TSS paper; code MIT, weights under the
+OPT-IML licence, non-commercial) needs three downloads: the foundation checkpoint
+``foundation.pt`` of ``nvidia/audio-flamingo`` (the GitHub branch ``legacy_audio_flamingo_1``
+also ships it in five parts, ``checkpoints/foundation_part{1..5}.pt``, with a script that
+merges them into ``foundation.pt``; point ``--weights`` at the merged file), the
+OPT-IML-MAX-1.3B folder it is built on, and MS-CLAP's ``clapcap_weights_2023.pth``
+(registered with the msclap family). Audio Flamingo 2 is not listed: no loader yet.
 """
 
 from hsm_bench.weights import WeightSpec, register
@@ -28,5 +32,29 @@ register(
         licence="NVIDIA OneWay Noncommercial (model card); Qwen2.5 licence for the LLM",
         used_by=("afsim", "embedder:audio-flamingo-3"),
         extra={"allow_patterns": AF3_FILES},
+    )
+)
+
+register(
+    WeightSpec(
+        name="audio-flamingo-1-foundation",
+        description="Audio Flamingo 1 foundation model: audio transformer + gated cross-attention over OPT-IML-MAX-1.3B",
+        source="hf://nvidia/audio-flamingo/foundation.pt",
+        filename="foundation.pt",
+        licence="OPT-IML licence (non-commercial research); code MIT",
+        used_by=("afsim", "embedder:audio-flamingo-1"),
+    )
+)
+register(
+    WeightSpec(
+        name="opt-iml-max-1_3b",
+        description="OPT-IML-MAX-1.3B (config, tokenizer, weights): the LM Audio Flamingo 1 extends",
+        source="hf://facebook/opt-iml-max-1.3b",
+        filename="opt-iml-max-1.3b",
+        licence="OPT-IML licence (non-commercial research)",
+        used_by=("afsim", "embedder:audio-flamingo-1"),
+        extra={"allow_patterns": ["config.json", "generation_config.json", "tokenizer_config.json", "vocab.json",
+                                  "merges.txt", "special_tokens_map.json", "tokenizer.json", "pytorch_model.bin",
+                                  "*.safetensors", "*.safetensors.index.json"]},  # fmt: skip
     )
 )

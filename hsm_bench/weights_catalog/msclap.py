@@ -35,6 +35,16 @@ register(
 )
 register(
     WeightSpec(
+        name="msclap-clapcap-2023",
+        description="MS-CLAP clapcap 2023 (captioner); Audio Flamingo 1 uses its HTSAT audio encoder (clap.*)",
+        source="hf://microsoft/msclap/clapcap_weights_2023.pth",
+        filename="clapcap_weights_2023.pth",
+        licence="MS-PL",
+        used_by=("afsim", "embedder:audio-flamingo-1"),
+    )
+)
+register(
+    WeightSpec(
         name="gpt2",
         description="GPT-2 config + tokenizer (MS-CLAP 2023 text encoder; weights come from the CLAP checkpoint)",
         source="hf://openai-community/gpt2",
