@@ -401,3 +401,13 @@ def test_run_pipeline_with_audio_flamingo_1(af1, tiny_testset, tmp_path, compose
     assert len(meta["embedder"]["checkpoint_sha256"]) == 64
     mixture = run("oracle_mixture")["corpus"]["metrics"]["afsim"]
     assert mixture["n"] == 12 and mixture["mean"] < 1.0 - 1e-6
+
+
+def test_bfloat16_runs_close_to_float32(af1):
+    clip = _clip(3.0, seed=9)
+    a = _embedder(af1).embed_audio([clip])[0]["embedding"]
+    e = _embedder(af1, dtype="bfloat16")
+    assert next(e.model.parameters()).dtype.is_floating_point and str(next(e.model.parameters()).dtype) == "torch.bfloat16"
+    b = e.embed_audio([clip])[0]["embedding"]
+    cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert 0.99 < cos < 1.0 and not np.array_equal(a, b)
