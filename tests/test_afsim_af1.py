@@ -343,7 +343,7 @@ def test_rejects_a_folder_of_another_model(af1, tmp_path):
     from tests.af3_tiny import build_folder
 
     af3 = build_folder(tmp_path / "af3")
-    with pytest.raises(weights.WeightsMismatchError, match="'audioflamingo3' model.*opt-iml-max-1.3b"):
+    with pytest.raises(weights.WeightsMismatchError, match="'audioflamingo3' model, not OPT-IML-MAX-1.3B.*download-weights opt-iml-max-1_3b"):
         _embedder({**af1, "opt-iml-max-1_3b": af3})
 
 

@@ -71,6 +71,22 @@ def pooling_mask(input_ids, attention_mask, audio_token_id: int, pooling: str):
     return valid & (pos >= first[:, None])
 
 
+def folder_config(folder: Path, model_type: str, needed: str, weights_name: str):
+    """The transformers config of ``folder``, or a one-line error if it is not a ``model_type`` model."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except Exception as exc:  # noqa: BLE001 - no or unreadable config.json
+        raise weights.WeightsError(f"{folder}: not a transformers model folder ({type(exc).__name__}: {exc})") from exc
+    if config.model_type != model_type:
+        raise weights.WeightsMismatchError(
+            f"{folder} holds a {config.model_type!r} model, not {needed} ({model_type!r}); "
+            f"fetch it with `hsm-bench download-weights {weights_name}`"
+        )
+    return config
+
+
 def folder_digest(folder: Path) -> str | None:
     """sha256 over the names and sha256s of a model folder's weight files (None if it has none)."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
@@ -122,20 +138,12 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
 
     def load(self, device: str = "cpu") -> None:
         import torch
-        from transformers import AudioFlamingo3ForConditionalGeneration, AutoConfig, AutoProcessor
+        from transformers import AudioFlamingo3ForConditionalGeneration, AutoProcessor
 
         from hsm_bench.embedders.clap_common import hub_folder
 
         folder = hub_folder(self.weights[0])
-        try:
-            config = AutoConfig.from_pretrained(str(folder))
-        except Exception as exc:  # noqa: BLE001 - no or unreadable config.json
-            raise weights.WeightsError(f"{folder}: not a transformers model folder ({type(exc).__name__}: {exc})") from exc
-        if config.model_type != "audioflamingo3":
-            raise weights.WeightsMismatchError(
-                f"{folder} holds a {config.model_type!r} model, not Audio Flamingo 3 ('audioflamingo3'); "
-                f"fetch it with `hsm-bench download-weights {self.weights[0]}`"
-            )
+        folder_config(folder, "audioflamingo3", "Audio Flamingo 3", self.weights[0])
         model, report = AudioFlamingo3ForConditionalGeneration.from_pretrained(
             str(folder), dtype=getattr(torch, self.dtype), output_loading_info=True
         )

@@ -59,7 +59,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hsm_bench import weights
-from hsm_bench.embedders.audio_flamingo import CAPTION_PROMPT, AudioFlamingoEmbedder, folder_digest, pooling_mask
+from hsm_bench.embedders.audio_flamingo import (
+    CAPTION_PROMPT,
+    AudioFlamingoEmbedder,
+    folder_config,
+    folder_digest,
+    pooling_mask,
+)
 
 SAMPLE_RATE = 44100  # the model's (MS-CLAP's) rate
 WINDOW_S, OVERLAP_S, MAX_WINDOWS = 7.0, 5.25, 16
@@ -256,17 +262,9 @@ class AudioFlamingo1(AudioFlamingoEmbedder):
 
     def _load_lm(self, folder):
         import torch
-        from transformers import AutoConfig, AutoTokenizer, OPTForCausalLM
+        from transformers import AutoTokenizer, OPTForCausalLM
 
-        try:
-            config = AutoConfig.from_pretrained(str(folder))
-        except Exception as exc:  # noqa: BLE001 - no or unreadable config.json
-            raise weights.WeightsError(f"{folder}: not a transformers model folder ({type(exc).__name__}: {exc})") from exc
-        if config.model_type != "opt":
-            raise weights.WeightsMismatchError(
-                f"{folder} holds a {config.model_type!r} model; Audio Flamingo 1 needs facebook/opt-iml-max-1.3b "
-                f"(`hsm-bench download-weights {OPT}`)"
-            )
+        folder_config(folder, "opt", "OPT-IML-MAX-1.3B, the LM Audio Flamingo 1 extends", OPT)
         tokenizer = add_af1_tokens(AutoTokenizer.from_pretrained(str(folder)))
         lm = OPTForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the checkpoint overwrites these rows
