@@ -88,13 +88,13 @@ def official_model(opt_folder: Path, encoder: torch.nn.Module, seed: int):
     import flamingo_lm as off_lm
     import utils as off_utils
 
-    tok = AutoTokenizer.from_pretrained(str(opt_folder))  # factory.create_model_and_transforms
+    tok = AutoTokenizer.from_pretrained(str(opt_folder), local_files_only=True)  # as factory.create_model_and_transforms
     tok.add_special_tokens({"additional_special_tokens": ["<audio>", "<|endofchunk|>"]})
     if tok.pad_token is None:
         tok.add_special_tokens({"pad_token": "<PAD>"})
     if tok.sep_token is None:
         tok.add_special_tokens({"sep_token": "<SEP>"})
-    lm = OPTForCausalLM.from_pretrained(str(opt_folder))
+    lm = OPTForCausalLM.from_pretrained(str(opt_folder), local_files_only=True)
     off_utils.extend_instance(lm, off_lm.FlamingoLMMixin)
     lm.set_decoder_layers_attr_name("model.decoder.layers")
     lm.resize_token_embeddings(len(tok))

@@ -126,7 +126,7 @@ def foundation_checkpoint(path: Path, opt: Path, seed: int = 0, with_lm: bool = 
     from safetensors.torch import load_file
     from transformers import OPTConfig
 
-    cfg = OPTConfig.from_pretrained(str(opt))
+    cfg = OPTConfig.from_pretrained(str(opt), local_files_only=True)
     vocab_rows = len(SPECIALS) + len(set(WORDS)) + 3  # + <audio>, <|endofchunk|>, <SEP>
     g = torch.Generator().manual_seed(seed)
     state = {}

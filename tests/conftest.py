@@ -84,3 +84,18 @@ def compose_config():
             return compose("config", overrides=list(overrides))
 
     return _compose
+
+
+@pytest.fixture
+def run_afsim(compose_config, tiny_testset, tmp_path):
+    """``run_afsim(system, *overrides)``: `hsm-bench run` with only AFSim on the tiny test set
+    (one runs and cache folder per test, so a second system reuses the reference features)."""
+    from hsm_bench.pipeline.run import run_pipeline
+
+    def _run(system: str, *overrides: str):
+        return run_pipeline(compose_config(
+            f"system={system}", f"testset.root={tiny_testset}", f"paths.runs_dir={tmp_path / 'runs'}",
+            f"paths.cache_dir={tmp_path / 'cache'}", "runtime.progress=false", "metrics.names=[afsim]", *overrides,
+        ))  # fmt: skip
+
+    return _run

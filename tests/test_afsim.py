@@ -208,17 +208,11 @@ def test_af2_refuses_clearly_and_backend_names():
     assert AFSim.weights_for(None) == ["audio-flamingo-1-foundation", "opt-iml-max-1_3b", "msclap-clapcap-2023"]
 
 
-def test_afsim_through_hsm_bench_run(compose_config, tiny_testset, tmp_path, af3_folder):
+def test_afsim_through_hsm_bench_run(run_afsim, af3_folder):
     """The run pipeline with a local AF3 folder; reference embeddings come from the cache on a second system."""
-    from hsm_bench.pipeline.run import run_pipeline
 
     def run(system):
-        cfg = compose_config(
-            f"system={system}", f"testset.root={tiny_testset}", f"paths.runs_dir={tmp_path / 'runs'}",
-            f"paths.cache_dir={tmp_path / 'cache'}", "runtime.progress=false", "metrics.names=[afsim]",
-            "+metrics.params.afsim.backend=audio-flamingo-3", f"+weights.{W}={af3_folder}",
-        )  # fmt: skip
-        return run_pipeline(cfg)
+        return run_afsim(system, "+metrics.params.afsim.backend=audio-flamingo-3", f"+weights.{W}={af3_folder}")
 
     target = run("oracle_target")
     afs = target["corpus"]["metrics"]["afsim"]

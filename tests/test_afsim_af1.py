@@ -235,6 +235,8 @@ def _reference_hidden(af1, e, clip, layer=-2):
     import torch
     from transformers import AutoTokenizer, OPTForCausalLM
 
+    from hsm_bench.embedders.clap_tiny import load_local
+
     arch = af1_tiny.TINY_ARCH
     import librosa
 
@@ -251,12 +253,12 @@ def _reference_hidden(af1, e, clip, layer=-2):
         real = torch.arange(16)[None] < n
         audio = _ref_audio_transformer(sd, media, arch)
 
-        tok = AutoTokenizer.from_pretrained(str(af1["opt-iml-max-1_3b"]))
+        tok = load_local(AutoTokenizer, af1["opt-iml-max-1_3b"])
         # the official factory's order: the two media tokens, then (no sep token in OPT's) <SEP>
         tok.add_special_tokens({"additional_special_tokens": ["<audio>", "<|endofchunk|>"]})
         tok.add_special_tokens({"sep_token": "<SEP>"})
         ids = torch.tensor([tok(PROMPT)["input_ids"]])
-        lm = OPTForCausalLM.from_pretrained(str(af1["opt-iml-max-1_3b"])).double().eval()
+        lm = load_local(OPTForCausalLM, af1["opt-iml-max-1_3b"]).double().eval()
         lm.resize_token_embeddings(len(tok), mean_resizing=False)
         own = {k.removeprefix("lang_encoder.").replace(".decoder_layer.", "."): v for k, v in sd.items()
                if k.startswith("lang_encoder.") and "gated_cross_attn_layer" not in k}  # fmt: skip
@@ -379,19 +381,12 @@ def test_afsim_with_audio_flamingo_1(af1):
     assert m.compute_batch(items[:3])[2]["afsim"] == out[2]["afsim"]
 
 
-def test_run_pipeline_with_audio_flamingo_1(af1, tiny_testset, tmp_path, compose_config):
-    from hsm_bench.pipeline.run import run_pipeline
-
+def test_run_pipeline_with_audio_flamingo_1(af1, run_afsim):
     arch = json.dumps(af1_tiny.TINY_ARCH).replace('"', "")
 
     def run(system):
-        cfg = compose_config(
-            f"system={system}", f"testset.root={tiny_testset}", f"paths.runs_dir={tmp_path / 'runs'}",
-            f"paths.cache_dir={tmp_path / 'cache'}", "runtime.progress=false", "metrics.names=[afsim]",
-            "+metrics.params.afsim.backend=audio-flamingo-1", f"+metrics.params.afsim.backend_params.arch={arch}",
-            *(f"+weights.{k}={v}" for k, v in af1.items()),
-        )  # fmt: skip
-        return run_pipeline(cfg)
+        return run_afsim(system, "+metrics.params.afsim.backend=audio-flamingo-1",
+                         f"+metrics.params.afsim.backend_params.arch={arch}", *(f"+weights.{k}={v}" for k, v in af1.items()))  # fmt: skip
 
     target = run("oracle_target")
     afs = target["corpus"]["metrics"]["afsim"]

@@ -76,7 +76,7 @@ def folder_config(folder: Path, model_type: str, needed: str, weights_name: str)
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(str(folder))
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - no or unreadable config.json
         raise weights.WeightsError(f"{folder}: not a transformers model folder ({type(exc).__name__}: {exc})") from exc
     if config.model_type != model_type:
@@ -145,12 +145,12 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
         folder = hub_folder(self.weights[0])
         folder_config(folder, "audioflamingo3", "Audio Flamingo 3", self.weights[0])
         model, report = AudioFlamingo3ForConditionalGeneration.from_pretrained(
-            str(folder), dtype=getattr(torch, self.dtype), output_loading_info=True
+            str(folder), dtype=getattr(torch, self.dtype), output_loading_info=True, local_files_only=True
         )
         bad = {k: sorted(v)[:5] for k, v in report.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
         if bad:
             raise weights.WeightsMismatchError(f"{folder}: weights do not match the Audio Flamingo 3 layout: {bad}")
-        processor = AutoProcessor.from_pretrained(str(folder))
+        processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
         if int(processor.feature_extractor.sampling_rate) != self.sample_rate:
             raise weights.WeightsError(
                 f"{folder}: feature extractor runs at {processor.feature_extractor.sampling_rate} Hz, expected {self.sample_rate}"

@@ -204,15 +204,16 @@ class AudioFlamingo1(AudioFlamingoEmbedder):
 
     def __init__(self, prompt: str = CAPTION_PROMPT, task_prefix: str = TASK_PREFIX, pooling: str = "all",
                  clap_batch_size: int = 4, arch: dict | None = None, **params: Any):  # fmt: skip
-        if int(clap_batch_size) < 1:
+        clap_batch_size = int(clap_batch_size)
+        if clap_batch_size < 1:
             raise ValueError(f"{self.name}: clap_batch_size must be >= 1")
-        extra = {"arch": dict(arch)} if arch else {}
-        super().__init__(prompt=prompt, pooling=pooling, task_prefix=task_prefix, clap_batch_size=int(clap_batch_size),
-                         **extra, **params)  # fmt: skip
         unknown = set(arch or {}) - set(ARCH)
         if unknown:
             raise ValueError(f"{self.name}: unknown arch keys {sorted(unknown)}")
-        self.task_prefix, self.clap_batch_size = task_prefix, int(clap_batch_size)
+        extra = {"arch": dict(arch)} if arch else {}
+        super().__init__(prompt=prompt, pooling=pooling, task_prefix=task_prefix, clap_batch_size=clap_batch_size,
+                         **extra, **params)  # fmt: skip
+        self.task_prefix, self.clap_batch_size = task_prefix, clap_batch_size
         self.arch = {**ARCH, **(arch or {})}
         self.model = self.clap = self.tokenizer = None
         self._zero_embedding = None
@@ -265,8 +266,8 @@ class AudioFlamingo1(AudioFlamingoEmbedder):
         from transformers import AutoTokenizer, OPTForCausalLM
 
         folder_config(folder, "opt", "OPT-IML-MAX-1.3B, the LM Audio Flamingo 1 extends", OPT)
-        tokenizer = add_af1_tokens(AutoTokenizer.from_pretrained(str(folder)))
-        lm = OPTForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        tokenizer = add_af1_tokens(AutoTokenizer.from_pretrained(str(folder), local_files_only=True))
+        lm = OPTForCausalLM.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
         lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the checkpoint overwrites these rows
         return tokenizer, lm
 
@@ -315,7 +316,7 @@ class AudioFlamingo1(AudioFlamingoEmbedder):
         self.clap = clap.eval().to(device)  # CLAP stays float32 whatever the LM dtype
         self.tokenizer = tokenizer
         self.audio_token_id = int(tokenizer.convert_tokens_to_ids("<audio>"))
-        self.input_ids = torch.tensor(tokenizer(af1_prompt(tokenizer, self.task_prefix, self.prompt))["input_ids"])
+        self.input_ids = torch.tensor(tokenizer(self.prompt_text())["input_ids"])
         self.hidden_size = int(model.lang_encoder.config.hidden_size)
         self._zero_embedding = None
         self.device = device
