@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from hsm_bench.audio.io import AUDIO_EXTENSIONS
 from hsm_bench.paths import default_paths
 from hsm_bench.pipeline.aggregate import aggregate
 from hsm_bench.pipeline.run import metric_definitions
@@ -22,8 +23,6 @@ from hsm_bench.pipeline.table import print_corpus_table
 from hsm_bench.store.cache import FeatureCache
 from hsm_bench.store.jsonl import atomic_write_json, dumps
 from hsm_bench.store.runstore import environment
-
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"}
 
 
 class PairingError(ValueError):
@@ -50,7 +49,7 @@ def _listing(stems: list[str], limit: int = 20) -> str:
 def pair_files(pred_dir: Path, ref_dir: Path, mix_dir: Path | None) -> list[ScoreJob]:
     pred, ref = audio_files(pred_dir), audio_files(ref_dir)
     if not pred:
-        raise PairingError(f"{pred_dir} holds no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+        raise PairingError(f"{pred_dir} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     problems = []
     only_pred = sorted(set(pred) - set(ref))
     only_ref = sorted(set(ref) - set(pred))

@@ -19,8 +19,9 @@ import csv
 from pathlib import Path
 from typing import ClassVar
 
+from hsm_bench.audio.io import AUDIO_EXTENSIONS
 from testsets.ontology import Ontology
-from testsets.pools import AUDIO_EXTENSIONS, PairBuilder, PoolClip, ScanReport, header_length
+from testsets.pools import PairBuilder, PoolClip, ScanReport, header_length
 from testsets.tags import TAGGER_VERSION, tagger_for
 
 LICENCE = "AudioCaps captions: MIT (cdjkim/audiocaps), academic use; audio: YouTube (not redistributable)"

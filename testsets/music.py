@@ -18,9 +18,10 @@ import csv
 from pathlib import Path
 from typing import ClassVar
 
+from hsm_bench.audio.io import AUDIO_EXTENSIONS
 from testsets.base import CANONICAL_RATE
 from testsets.ontology import DATA, Ontology
-from testsets.pools import AUDIO_EXTENSIONS, PairBuilder, PoolClip, ScanReport, header_length
+from testsets.pools import PairBuilder, PoolClip, ScanReport, header_length
 
 TEST_LIST = DATA / "music_solo_test.csv"
 ONTOLOGY_NODES = {

@@ -27,14 +27,13 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from hsm_bench.audio.io import AudioReadError, read_audio
+from hsm_bench.audio.io import AUDIO_EXTENSIONS, AudioReadError, read_audio
 from hsm_bench.audio.resample import resampled_length
 from testsets.base import CANONICAL_RATE, Builder, ItemSpec, TestSetWriter
 from testsets.instructions import instruction
 from testsets.mixing import SilentSourceError, crop_or_pad
 from testsets.ontology import Ontology, load
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ import soundfile as sf
 from hsm_bench.audio.resample import resample
 
 
+# The file types every reader of audio folders accepts (libsndfile decodes them all).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+
+
 class AudioReadError(RuntimeError):
     """A file that cannot be decoded, or decodes to something unusable."""
 
@@ -67,11 +71,3 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, su
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     sf.write(str(tmp), audio, int(sample_rate), subtype=subtype, format="WAV")
     os.replace(tmp, path)
-
-
-def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
-    """Header information without decoding the samples."""
-    try:
-        return sf.info(str(path))
-    except Exception as exc:
-        raise AudioReadError(f"cannot read header of {path}: {exc}") from exc
