@@ -15,7 +15,6 @@ Which weights: names given on the command line, ``--metrics SET`` (each metric c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import urllib.error
@@ -23,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from hsm_bench import weights
+from hsm_bench.hashing import file_digest
 from hsm_bench.weights import WeightSpec, WeightsError
 
 
@@ -52,14 +52,6 @@ def names_for(names: list[str] | None = None, metrics: str | None = None, system
     return list(dict.fromkeys(out))
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _pin(s: WeightSpec, path: Path) -> None:
     lock = weights._lock_path()
     data = json.loads(lock.read_text()) if lock.exists() else {}
@@ -69,7 +61,7 @@ def _pin(s: WeightSpec, path: Path) -> None:
 
 
 def _verify(s: WeightSpec, path: Path) -> None:
-    if s.md5 and _md5(path) != s.md5:
+    if s.md5 and file_digest(path, "md5") != s.md5:
         raise DownloadError(f"{path}: md5 differs from the published {s.md5}")
     weights.verify_file(s, path)  # size and sha256 (registry or lock file)
     if not weights.pinned_sha256(s.name):

@@ -11,12 +11,13 @@ sha256 differs from the registry is rejected with :class:`WeightsMismatchError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hsm_bench.hashing import sha256_file
 
 
 class WeightsError(RuntimeError):
@@ -144,11 +145,7 @@ def file_sha256(path: Path) -> str:
                 return data["sha256"]
         except (ValueError, KeyError):
             pass
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     try:
         memo.write_text(json.dumps({"key": key, "sha256": digest}))
     except OSError:

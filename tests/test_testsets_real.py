@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hsm_bench.api.testset import TestSet, sha256_file
+from hsm_bench.api.testset import TestSet
+from hsm_bench.hashing import sha256_file
 from hsm_bench.cli import main
 from testsets.audiocaps import AudioCapsBuilder
 from testsets.clotho import ClothoBuilder

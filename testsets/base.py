@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hsm_bench import __version__
-from hsm_bench.api.testset import sha256_file
+from hsm_bench.hashing import sha256_file
 from hsm_bench.audio.io import write_audio
 from hsm_bench.audio.resample import RESAMPLER_ID
 from hsm_bench.store.jsonl import atomic_write_json, dumps

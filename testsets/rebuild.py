@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hsm_bench.api.testset import ManifestRow, sha256_file
+from hsm_bench.api.testset import ManifestRow
+from hsm_bench.hashing import sha256_file
 from hsm_bench.audio.io import AudioReadError, read_audio
 from testsets.base import CANONICAL_RATE, ItemSpec, TestSetWriter
 from testsets.instructions import instruction

@@ -6,11 +6,13 @@ the row fields are the contract of ``docs/architecture.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from hsm_bench.errors import HsmBenchError
+from hsm_bench.hashing import sha256_file
 
 TASKS = ("extract", "remove")
 REQUIRED_FIELDS = (
@@ -20,7 +22,7 @@ REQUIRED_FIELDS = (
 )  # fmt: skip
 
 
-class ManifestError(ValueError):
+class ManifestError(HsmBenchError, ValueError):
     """A manifest or card that does not follow the contract."""
 
 
@@ -59,14 +61,6 @@ class ManifestRow:
         extra = d.pop("extra")
         d.update(extra)
         return d
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TestSet:

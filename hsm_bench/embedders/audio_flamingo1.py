@@ -54,7 +54,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
