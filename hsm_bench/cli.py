@@ -1,109 +1,108 @@
-"""The ``hsm-bench`` command line."""
+"""The ``hsm-bench`` command line.
+
+Every failure reaches the user as one line on stderr, ``hsm-bench <command>: error: ...``,
+with the exit statuses of :mod:`hsm_bench.errors` (0 ok, 1 some items failed, 2 error or
+nothing computed, 130 interrupted); ``HSM_BENCH_TRACEBACK=1`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from hsm_bench import __version__
+from hsm_bench.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, ConfigError, HsmBenchError
 
 RUN_HELP = """\
-usage: hsm-bench run [--system NAME] [--testset NAME] [--metrics LIST] [-m] [KEY=VALUE ...]
+usage: hsm-bench run [--system NAME] [--testset NAME] [--metrics LIST] [--weights N=PATH]
+                     [--keep-errors] [-m] [KEY=VALUE ...]
 
 Build the test set if it is missing, separate it with the system, score the outputs and
-print the corpus table. Every stage resumes: rerunning the same command after a crash
-continues where it stopped, and adding a metric rescores the existing outputs without
-running the system again.
+print the corpus table. Every stage resumes: rerunning the same command after a crash or
+Ctrl-C continues where it stopped, and adding a metric rescores the existing outputs
+without running the system again.
 
   --system NAME     a system (hsm-bench ls systems); comma list with -m
   --testset NAME    a test set (hsm-bench ls testsets); comma list with -m
-  --metrics LIST    metrics, output keys or sets, comma separated (hsm-bench ls metrics)
-  --weights N=PATH  use a local checkpoint file for weights N (hsm-bench ls weights)
+  --metrics LIST    metrics, output keys or sets, comma separated (hsm-bench ls metrics);
+                    the table shows what you ask for, corpus.json every metric scored
+  --weights N=PATH  use a local checkpoint file or folder for weights N (hsm-bench ls weights)
+  --keep-errors     do not retry items that failed in an earlier run of this command
+                    (default: a rerun tries them again; failures are often environmental)
   -m, --multirun    sweep over comma lists, e.g. -m system=oracle_irm,oracle_mixture
-  KEY=VALUE         any Hydra override, e.g. runtime.device=cuda system.params.beta=1
-                    paths.runs_dir=/scratch/runs testset.root=/data/my_built_set
+  KEY=VALUE         any config key, e.g. runtime.device=cuda system.params.beta=1
+                    paths.runs_dir=/scratch/runs testset.root=/data/my_built_set;
+                    misspelt keys and parameters are errors with suggestions
+  --cfg job         print the composed configuration instead of running
 
 Defaults: --system oracle_irm --testset demo --metrics signal. Run folders go to
 ./runs (or $HSM_BENCH_RUNS); test sets, weights and caches to ~/.cache/hsm-bench
-(or $HSM_BENCH_HOME). `hsm-bench run --cfg job` prints the composed configuration.
-Setup problems (missing weights or test set) end in one line naming the fix;
-set HSM_BENCH_TRACEBACK=1 for the full traceback.
+(or $HSM_BENCH_HOME).
+
+Exit status: 0 every item of every stage succeeded; 1 some items failed (the last line
+says how many and where their rows are; rerun to retry them); 2 nothing was computed (a
+usage or setup error such as missing weights, or every item failed); 130 interrupted
+(finished items are kept; rerun the same command to resume). Errors are one line; set
+HSM_BENCH_TRACEBACK=1 for the full traceback.
 """
 
 
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def run_overrides(args: list[str]) -> list[str]:
-    """Turn the sugar flags of ``run`` into Hydra overrides, checking names on the way."""
-    from hsm_bench.registry import SYSTEMS, TESTSETS, resolve_metric_names
-
-    out: list[str] = []
-    it = iter(args)
-    for arg in it:
-        key, eq, val = arg.partition("=")
-        if key in ("--system", "--testset", "--metrics", "--weights") and not eq:
-            try:
-                val = next(it)
-            except StopIteration:
-                raise SystemExit(f"hsm-bench run: {key} needs a value") from None
-        if key == "--system":
-            out.append(f"system={val}")
-        elif key == "--testset":
-            out.append(f"testset={val}")
-        elif key == "--metrics":
-            resolve_metric_names(val)  # did-you-mean errors before Hydra starts
-            out.append(f"metrics.names=[{','.join(_split(val))}]")
-        elif key == "--weights":
-            name, _, path = val.partition("=")
-            out.append(f"+weights.{name}={path}")
-        elif key in ("-m", "--multirun"):
-            out.append("--multirun")
-        else:
-            out.append(arg)
-    for o in out:
-        group, _, val = o.partition("=")
-        registry = {"system": SYSTEMS, "testset": TESTSETS}.get(group)
-        if registry is not None:
-            for name in _split(val):
-                registry.check(name)
-    return out
+def _say(cmd: str | None, message: str) -> None:
+    """One line on stderr, whatever the message holds."""
+    text = " ".join(str(message).split())
+    print(f"hsm-bench{' ' + cmd if cmd else ''}: {text}", file=sys.stderr)
 
 
 def cmd_run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(RUN_HELP)
-        return 0
+        return EXIT_OK
     from hsm_bench import hydra_app
+    from hsm_bench.run_config import checked_overrides, parse_args
 
-    overrides = run_overrides(argv)
+    overrides, flags, multirun = parse_args(argv)
+    overrides = checked_overrides(overrides, multirun)
+    hydra_app.RESULTS.clear()
     saved = sys.argv
-    sys.argv = ["hsm-bench-run", *overrides]
+    sys.argv = ["hsm-bench-run", *flags, *(["--multirun"] if multirun else []), *overrides]
     try:
         hydra_app.main()
+    except hydra_app.JobAbort as abort:
+        _say("run", f"error: {abort.message}")
+        return EXIT_ERROR
     finally:
         sys.argv = saved
-    return 0
+    status = EXIT_OK
+    for result in hydra_app.RESULTS:
+        if result["problem"]:
+            label = f"{result['label']}: " if len(hydra_app.RESULTS) > 1 else ""
+            if result["status"] == EXIT_PARTIAL:
+                _say("run", f"{label}{result['problem']}; rerun the same command to retry them (--keep-errors keeps them)")
+            else:
+                _say("run", f"error: {label}{result['problem']}")
+        status = max(status, result["status"])
+    return status
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from hsm_bench import weights
     from hsm_bench.score_dirs import score_directories
 
-    weights.parse_overrides(a.weights)
     return score_directories(
         pred_dir=Path(a.pred_dir),
         ref_dir=Path(a.ref_dir),
         mix_dir=Path(a.mix_dir) if a.mix_dir else None,
         metrics=a.metrics,
         out=Path(a.out) if a.out else None,
+        captions=Path(a.captions) if a.captions else None,
         allow_resample=a.allow_resample,
+        downmix=a.downmix,
         max_length_diff_s=a.max_length_diff,
         batch_size=a.batch_size,
         progress=not a.no_progress,
+        weights_overrides=a.weights,
     )
 
 
@@ -114,7 +113,7 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, object]:
     for item in items or []:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)  # numbers, booleans, lists as YAML
     return out
 
@@ -133,7 +132,7 @@ def cmd_build_testset(a: argparse.Namespace) -> int:
         print(f"built {card['n_items']} items in {path} (manifest sha256 {card['manifest_sha256'][:12]})")
         return 0
     if a.name is None:
-        raise SystemExit("hsm-bench build-testset: give a test set NAME (hsm-bench ls testsets)")
+        raise ConfigError("give a test set NAME (hsm-bench ls testsets), --from-manifest FILE or --import KIND:CSV")
     params = _key_values(a.set, "--set")
     if a.ontology:
         params["ontology"] = a.ontology
@@ -159,7 +158,7 @@ def _print_weights() -> None:
     weights._ensure_registered()
     print("weights:" + ("" if weights.WEIGHTS else " none registered"))
     for name, s in sorted(weights.WEIGHTS.items()):
-        path = weights._overrides.get(name) or weights.default_path(name)
+        path = weights.resolved_path(name)
         state = "present" if path.exists() else "missing"
         size = f"{s.size / 1e6:,.0f} MB" if s.size else "size ?"
         print(f"  {name:<34} {state:<8} {size:>10}  {s.licence:<14} {s.source}")
@@ -176,18 +175,20 @@ def cmd_ls(a: argparse.Namespace) -> int:
         reg = REGISTRIES[kind]
         print(f"{kind}:")
         for name in reg.names():
-            line = f"  {name:<16} {reg.target(name)}"
+            origin = reg.origin(name)
+            line = f"  {name:<16} {reg.target(name)}" + ("" if origin == "hsm-bench" else f"  (plugin: {origin})")
             if kind == "metrics" and a.verbose:
                 try:
                     info = reg.get(name).info
                 except Exception as exc:  # an optional dependency missing must not hide the list
                     print(f"{line}\n      (cannot load: {type(exc).__name__}: {exc})")
                     continue
+                needs = "; ".join(f"{k}: {'+'.join(sorted(info.needs(k))) or 'estimate only'}" for k in info.outputs)
                 line += (
                     f"\n      outputs={','.join(info.outputs)} "
-                    f"{'higher' if info.higher_is_better else 'lower'} is better, "
-                    f"reference audio={'yes' if info.requires_reference else 'no'}, "
-                    f"text={'yes' if info.requires_text else 'no'}, rate={info.sample_rate or 'test set'}\n"
+                    f"{'higher' if info.higher_is_better else 'lower'} is better, rate={info.sample_rate or 'test set'}"
+                    f"{'' if reg.origin(name) == 'hsm-bench' else ', plugin from ' + reg.origin(name)}\n"
+                    f"      needs (besides the estimate): {needs}\n"
                     f"      reproduces: {info.reference}"
                 )
             print(line)
@@ -202,8 +203,6 @@ def cmd_ls(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    import os
-
     from hsm_bench.paths import default_paths
     from hsm_bench.store.runstore import environment
 
@@ -237,18 +236,18 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 def cmd_aggregate(a: argparse.Namespace) -> int:
     from hsm_bench.api.testset import TestSet
-    from hsm_bench.pipeline.run import aggregate_run
+    from hsm_bench.pipeline.aggregate import aggregate_run
     from hsm_bench.pipeline.table import print_corpus_table
     from hsm_bench.store.runstore import RunDir
 
     run = RunDir(Path(a.run_dir))
     if not run.run_json.exists():
-        raise SystemExit(f"{run.path} is not a run folder (no run.json)")
-    info = json.loads(run.run_json.read_text())
+        raise ConfigError(f"{run.path} is not a run folder (no run.json); run folders are under ./runs")
+    info = run.read_json(run.run_json)
     ts = TestSet(info["testset"]["root"])
-    corpus = aggregate_run(run, ts, info["metrics"])
+    corpus = aggregate_run(run, ts)
     print_corpus_table(corpus, title=f"{corpus['system']} on {ts.name} ({len(ts)} items)")
-    return 0
+    return EXIT_OK
 
 
 def cmd_download_weights(a: argparse.Namespace) -> int:
@@ -263,23 +262,36 @@ def cmd_download_metadata(a: argparse.Namespace) -> int:
     return download_metadata(out=a.out, force=a.force)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point to --help (argparse prints the whole usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hsm-bench",
         description="Benchmark suite for text-queried audio source separation.",
         epilog="Start with: hsm-bench run --system oracle_irm --testset demo",
     )
     p.add_argument("--version", action="version", version=f"hsm-bench {__version__}")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("run", help="build + separate + score + aggregate (Hydra; see `hsm-bench run --help`)", add_help=False)
 
-    s = sub.add_parser("score", help="score a folder of outputs against references matched by file stem")
+    s = sub.add_parser("score", help="score a folder of outputs against references matched by file stem",
+                       description="Score PRED_DIR against REF_DIR (files matched by stem). Exit status: 0 every "
+                       "item scored, 1 some item/metric scores failed (see --out), 2 nothing scored or a setup error.")
     s.add_argument("pred_dir", help="folder of separated audio (<id>.wav, flac, ...)")
     s.add_argument("ref_dir", help="folder of reference audio with the same stems")
-    s.add_argument("--mix-dir", help="folder of mixtures with the same stems (needed for sdri / si_sdri)")
+    s.add_argument("--mix-dir", help="folder of mixtures with the same stems (needed for sdri, si_sdri, clapi)")
+    s.add_argument("--captions", help="CSV (id or file, caption) or JSONL of captions by stem (needed for clap, clapi)")
     s.add_argument("--metrics", default="signal", help="comma list of metrics, output keys or sets (default: signal)")
     s.add_argument("--out", help="per-item results, .csv or .jsonl")
     s.add_argument("--allow-resample", action="store_true", help="accept files whose rates differ (resampled to each metric's rate)")
+    s.add_argument("--downmix", action="store_true",
+                   help="average every file to mono, also when estimate and reference have different channel counts "
+                   "(default: such a pair is an item error)")
     s.add_argument("--max-length-diff", type=float, default=0.1, help="seconds two matched files may differ in length (default 0.1)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--weights", action="append", metavar="NAME=PATH", help="use a local checkpoint file for NAME")
@@ -335,11 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from hsm_bench.registry import UnknownNameError
-    from hsm_bench.weights import WeightsError
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (see :mod:`hsm_bench.errors`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = _command(argv)
     try:
         if argv and argv[0] == "run":
             return cmd_run(argv[1:])
@@ -347,16 +362,27 @@ def main(argv: list[str] | None = None) -> int:
         a = parser.parse_args(argv)
         if a.cmd is None:
             parser.print_help()
-            return 0
+            return EXIT_OK
         handler = {
             "score": cmd_score, "build-testset": cmd_build_testset, "ls": cmd_ls, "info": cmd_info,
             "validate": cmd_validate, "aggregate": cmd_aggregate,
             "download-weights": cmd_download_weights, "download-metadata": cmd_download_metadata,
         }[a.cmd]  # fmt: skip
         return handler(a)
-    except (UnknownNameError, WeightsError) as exc:
-        print(f"hsm-bench: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        _say(cmd, "interrupted: finished items are kept; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    except HsmBenchError as exc:
+        if os.environ.get("HSM_BENCH_TRACEBACK"):
+            raise
+        _say(cmd, f"error: {exc}")
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if os.environ.get("HSM_BENCH_TRACEBACK"):
+            raise
+        _say(cmd, f"error: unexpected {type(exc).__name__}: {exc} (set HSM_BENCH_TRACEBACK=1 for the traceback "
+                  "and please report it)")  # fmt: skip
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

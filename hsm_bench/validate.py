@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hsm_bench.errors import ConfigError
 from hsm_bench.paths import CONF_DIR, default_paths
 
 
@@ -50,7 +51,7 @@ def _find_testset(target: str) -> Path:
     root = Path(default_paths()["data_dir"]) / "testsets" / target
     versions = sorted(q.parent for q in root.glob("*/card.json"))
     if not versions:
-        raise SystemExit(f"no built test set at {p} or under {root}")
+        raise ConfigError(f"no built test set at {p} or under {root}; build one with `hsm-bench build-testset {target}`")
     return versions[-1]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
@@ -10,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hsm_bench.cli import main, run_overrides
+from hsm_bench.cli import main
+from hsm_bench.run_config import parse_args
 from hsm_bench.registry import UnknownNameError
 from hsm_bench.score_dirs import load_results
 
@@ -71,7 +71,8 @@ def test_score_marks_bad_items_and_goes_on(dirs, tmp_path):
     sf.write(pred / "tiny-002.flac", np.zeros(64000, np.float32), 32000)  # another rate
     (pred / "tiny-003.flac").write_bytes(b"not a flac file")
     out = tmp_path / "bad.csv"
-    assert main(["score", str(pred), str(ref), "--metrics", "sdr", "--out", str(out), "--no-progress"]) == 0
+    # some items failed: exit status 1, and the rows say why
+    assert main(["score", str(pred), str(ref), "--metrics", "sdr", "--out", str(out), "--no-progress"]) == 1
     rows = {r["id"]: r for r in load_results(out)}
     assert "length mismatch" in rows["tiny-001"]["error"]
     assert "sample rate mismatch" in rows["tiny-002"]["error"]
@@ -86,9 +87,9 @@ def test_score_allow_resample(dirs, tmp_path):
     x, _ = sf.read(ref / "tiny-002.wav", dtype="float32")
     from hsm_bench.audio.resample import resample
 
-    sf.write(pred / "tiny-002.flac", resample(x, 16000, 32000), 32000, subtype="FLOAT" if False else "PCM_24")
+    sf.write(pred / "tiny-002.flac", resample(x, 16000, 32000), 32000, subtype="PCM_24")
     out = tmp_path / "rs.csv"
-    main(["score", str(pred), str(ref), "--metrics", "sdr", "--out", str(out), "--allow-resample", "--no-progress"])
+    assert main(["score", str(pred), str(ref), "--metrics", "sdr", "--out", str(out), "--allow-resample", "--no-progress"]) == 0
     row = {r["id"]: r for r in load_results(out)}["tiny-002"]
     assert row["error"] == "" and float(row["sdr"]) > 40  # resampled back and forth: nearly the reference
 
@@ -108,28 +109,27 @@ def test_run_via_cli_and_sweep(tiny_testset, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("metric,weights_name", [("kl", "panns-cnn14-16k"), ("afsim", "audio-flamingo-1-foundation")])
-def test_run_without_weights_fails_in_one_line(tiny_testset, tmp_path, monkeypatch, metric, weights_name):
+def test_run_without_weights_fails_in_one_line(tiny_testset, tmp_path, monkeypatch, capsys, metric, weights_name):
     monkeypatch.setenv("HSM_BENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     args = ["run", "--system", "oracle_target", "--metrics", metric, f"testset.root={tiny_testset}",
             f"paths.runs_dir={tmp_path / 'runs'}", "runtime.progress=false"]  # fmt: skip
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    msg = str(info.value.code)
-    assert msg.startswith(f"hsm-bench run: error: weights {weights_name!r}") and "\n" not in msg
-    assert f"`hsm-bench download-weights {weights_name}`" in msg
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hsm-bench run: error: ")
+    assert weights_name in err and "hsm-bench download-weights" in err
+    assert not (tmp_path / "runs").exists()  # nothing half-made
 
 
 def test_run_sugar_and_did_you_mean():
-    assert run_overrides(["--system", "oracle_irm", "--metrics=lsd_aligned,sdri", "x=1"]) == [
-        "system=oracle_irm", "metrics.names=[lsd_aligned,sdri]", "x=1",
-    ]  # fmt: skip
+    assert parse_args(["--system", "oracle_irm", "--metrics=lsd_aligned,sdri", "x=1", "--keep-errors"]) == (
+        ["system=oracle_irm", "metrics.names=[lsd_aligned,sdri]", "x=1", "runtime.keep_errors=true"], [], False,
+    )  # fmt: skip
+    assert parse_args(["-m", "--cfg", "job", "system=a,b"]) == (["system=a,b"], ["--cfg", "job"], True)
     with pytest.raises(UnknownNameError, match="Did you mean 'oracle_irm'"):
-        run_overrides(["--system", "oracle_irn"])
-    with pytest.raises(UnknownNameError, match="Did you mean 'demo'"):
-        run_overrides(["testset=dem"])
+        parse_args(["--system", "oracle_irn"])
     with pytest.raises(UnknownNameError, match="'lsd'"):
-        run_overrides(["--metrics", "lds"])
+        parse_args(["--metrics", "lds"])
 
 
 def test_cli_unknown_name_exits_with_message(capsys):
@@ -175,4 +175,3 @@ def test_jsonl_survives_a_torn_last_line(tmp_path):
     with JsonlWriter(p) as w:
         w.write({"id": "d"})
     assert [r["id"] for r in read_jsonl(p)] == ["a", "b", "d"]
-    assert csv  # keep the import honest for readers of load_results

@@ -9,9 +9,13 @@ value may be ``float('inf')``/``nan``; the store keeps such values as null with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
+
+# What an output can need beside the estimate. A run always has all three; `hsm-bench score`
+# has the reference, the mixture with --mix-dir and text with --captions.
+INPUTS = ("reference", "mixture", "text")
 
 
 @dataclass(frozen=True)
@@ -22,13 +26,45 @@ class MetricInfo:
     version: str
     reference: str  # the public definition this metric reproduces
     kind: Literal["item", "corpus"] = "item"
+    # inputs every output needs (an item without them is an error)
     requires_reference: bool = True
-    requires_mixture: bool = False  # the item fails without a mixture
-    uses_mixture: bool = False  # given the mixture when there is one (e.g. SDRi)
+    requires_mixture: bool = False
     requires_text: bool = False
+    # inputs single outputs need on top (e.g. sdri: mixture); an output whose input is absent
+    # from the whole job is skipped and announced once, not counted as an item failure
+    output_needs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     sample_rate: int | None = 16000  # None: the test set's rate
     embedder: str | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        for key, needs in self.output_needs.items():
+            if key not in self.outputs:
+                raise ValueError(f"{self.name}: output_needs names {key!r}, which is not an output")
+            bad = set(needs) - set(INPUTS)
+            if bad:
+                raise ValueError(f"{self.name}: output {key!r} needs unknown input(s) {sorted(bad)}")
+
+    def needs(self, key: str) -> frozenset[str]:
+        """Every input the output ``key`` needs."""
+        base = {n for n, flag in (("reference", self.requires_reference), ("mixture", self.requires_mixture),
+                                  ("text", self.requires_text)) if flag}  # fmt: skip
+        return frozenset(base | set(self.output_needs.get(key, ())))
+
+    def uses(self, what: str) -> bool:
+        """Whether any output reads ``what`` ("reference", "mixture" or "text")."""
+        return any(what in self.needs(k) for k in self.outputs)
+
+    def available(self, have: set[str] | frozenset[str]) -> tuple[list[str], dict[str, list[str]]]:
+        """``(outputs computable with the inputs in have, {skipped output: missing inputs})``."""
+        ok, skipped = [], {}
+        for key in self.outputs:
+            missing = sorted(self.needs(key) - set(have))
+            if missing:
+                skipped[key] = missing
+            else:
+                ok.append(key)
+        return ok, skipped
 
 
 @dataclass
@@ -58,6 +94,11 @@ class Metric:
     def setup(self, device: str = "cpu", cache: Any = None) -> None:
         """Heavy initialisation (weights, filterbanks); called once before scoring."""
 
+    def required_weights(self) -> list[str]:
+        """Weights names ``setup`` will load with these parameters (``weights_for`` of the class)."""
+        weights_for = getattr(type(self), "weights_for", None)
+        return list(weights_for(self.params)) if weights_for else []
+
     def compute(self, item: ScoreItem) -> dict[str, float]:
         raise NotImplementedError
 
@@ -78,6 +119,7 @@ class Metric:
             "version": self.info.version,
             "reference": self.info.reference,
             "outputs": list(self.info.outputs),
+            "output_needs": {k: sorted(self.info.needs(k)) for k in self.info.outputs},
             "higher_is_better": self.info.higher_is_better,
             "sample_rate": self.info.sample_rate,
             "params": self.params,

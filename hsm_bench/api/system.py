@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -47,6 +47,7 @@ class System:
     max_duration_s: ClassVar[float | None] = None
     requires_target: ClassVar[bool] = False
     version: ClassVar[str] = "1"  # bump when the system's code changes its output
+    weights: ClassVar[tuple[str, ...]] = ()  # hsm_bench.weights names load() resolves
 
     def __init__(self, **params: Any):
         self.params = dict(params)
@@ -57,6 +58,10 @@ class System:
 
     def separate(self, batch: SeparationBatch) -> torch.Tensor:
         raise NotImplementedError
+
+    def required_weights(self) -> list[str]:
+        """Weights names this instance needs (checked, all at once, before a run starts)."""
+        return list(self.weights)
 
     def checkpoint_sha256(self) -> str | None:
         """sha256 of the weights in use, or None for systems without weights."""
@@ -80,12 +85,3 @@ class System:
             "params": self.params,
             "checkpoint_sha256": self.checkpoint_sha256(),
         }
-
-
-@dataclass
-class SystemOutputError(Exception):
-    reason: str
-    extra: dict = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.reason

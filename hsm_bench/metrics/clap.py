@@ -78,9 +78,8 @@ class CLAPScore(EmbedderMetric):
         higher_is_better=True,
         version="1",
         reference=f"{REFERENCE}; audio resampled to the model's rate with {RESAMPLERS['torchaudio']}",
-        requires_reference=True,
-        uses_mixture=True,
-        requires_text=True,
+        requires_reference=False,
+        output_needs={"clap": ("text",), "clap_a": ("reference",), "clapi": ("text", "mixture")},
         sample_rate=None,  # the test set's rate: the metric resamples (see ``resampler``)
         embedder="msclap-2023",
         description="clap: text-audio cosine of the estimate; clap_a: audio-audio cosine with the reference; "

@@ -196,7 +196,7 @@ class SDRFamily(Metric):
         higher_is_better=True,
         version="1",
         reference="AudioSep utils.calculate_sdr / calculate_sisdr; dcase2024_task9_baseline",
-        uses_mixture=True,
+        output_needs={"sdri": ("mixture",), "si_sdri": ("mixture",)},
         sample_rate=None,
         description="improvements (sdri, si_sdri) are against the unprocessed mixture",
     )

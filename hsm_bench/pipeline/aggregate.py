@@ -5,6 +5,10 @@ bootstrap confidence interval of that mean (1000 resamples, fixed seed, items in
 order, so the interval does not depend on the order rows were written), ``n``,
 ``n_failed`` (items with no value: separation or metric error) and ``n_nonfinite``
 (e.g. +inf PSNR of identical spectrograms, which audioldm-eval leaves out of its mean).
+
+A run folder has one answer: :func:`aggregate_run` covers every metric ever scored in the
+folder (the definitions ``run.json`` keeps), whichever subset this invocation asked for;
+``hsm-bench aggregate RUN_DIR`` and ``hsm-bench run`` therefore write the same corpus.json.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 import numpy as np
+
+from hsm_bench.api.testset import TestSet
+from hsm_bench.store.jsonl import atomic_write_json, read_jsonl
+from hsm_bench.store.runstore import RunDir
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -103,6 +111,19 @@ def aggregate(
         "metrics": corpus,
         "metric_definitions": metric_info,
     }
+
+
+def aggregate_run(run: RunDir, ts: TestSet, metric_defs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write ``corpus.json`` of a run folder; ``metric_defs`` defaults to every metric run.json records."""
+    if metric_defs is None:
+        metric_defs = run.read_json(run.run_json).get("metrics", {})
+    sep = run.separation_rows()
+    failed = {i: r.get("error") for i, r in sep.items() if r["status"] != "ok"}
+    corpus = aggregate(read_jsonl(run.items_jsonl), [r.id for r in ts], metric_defs, failed)
+    corpus["testset"] = {"name": ts.name, "version": ts.card.get("version"), "manifest_sha256": ts.manifest_sha256}
+    corpus["system"] = run.path.parent.name
+    atomic_write_json(run.corpus_json, corpus)
+    return corpus
 
 
 def format_value(entry: dict[str, Any]) -> str:

@@ -1,4 +1,11 @@
-"""``hsm-bench run``: build (if missing) -> separate -> score -> aggregate, each stage resumable."""
+"""``hsm-bench run``: build (if missing) -> separate -> score -> aggregate, each stage resumable.
+
+This module only orchestrates; each stage lives in its own module. Everything that can
+fail before the first item is processed (test set, parameters, device, weights, metric
+and system loading) is checked first and raises a one-line
+:class:`~hsm_bench.errors.HsmBenchError`; only then is the run folder created, so a setup
+error never leaves a half-made folder behind.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +20,19 @@ from hsm_bench.api.metric import Metric
 from hsm_bench.api.system import System
 from hsm_bench.api.testset import TestSet
 from hsm_bench.audio.resample import RESAMPLER_ID
-from hsm_bench.pipeline.aggregate import aggregate
-from hsm_bench.pipeline.score import ScoreJob, build_metrics, iter_scores, long_rows
-from hsm_bench.pipeline.separate import StageSummary, run_separation
-from hsm_bench.pipeline.table import print_corpus_table
-from hsm_bench.registry import SYSTEMS, TESTSETS
+from hsm_bench.errors import ConfigError, HsmBenchError, SetupError
+from hsm_bench.params import check_bool, check_device, check_params, check_positive_int
+from hsm_bench.pipeline.aggregate import aggregate_run
+from hsm_bench.pipeline.score import build_metrics, metric_definitions, score_run
+from hsm_bench.pipeline.separate import pending_items, run_separation
+from hsm_bench.pipeline.summary import Outcome, score_outcome
+from hsm_bench.pipeline.table import asked_keys, print_corpus_table
+from hsm_bench.registry import SYSTEMS, TESTSETS, resolve_metric_request
 from hsm_bench.store.cache import FeatureCache
-from hsm_bench.store.jsonl import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
+from hsm_bench.store.jsonl import atomic_write_text, read_jsonl
 from hsm_bench.store.runstore import RunDir, environment, signature
+
+STAGES = ("separate", "score", "aggregate")
 
 
 def _plain(cfg: Any) -> Any:
@@ -36,7 +48,7 @@ def resolve_testset(cfg: DictConfig, progress: bool = True) -> TestSet:
     root = builder.output_dir(cfg.paths.data_dir)
     if not (root / "card.json").is_file():
         if not tcfg.get("build_if_missing", True):
-            raise FileNotFoundError(
+            raise SetupError(
                 f"test set {tcfg.name!r} is not built at {root}; run `hsm-bench build-testset {tcfg.name}`"
             )
         print(f"building test set {tcfg.name!r} into {root}")
@@ -45,8 +57,17 @@ def resolve_testset(cfg: DictConfig, progress: bool = True) -> TestSet:
 
 
 def make_system(cfg: DictConfig) -> System:
-    cls = SYSTEMS.get(cfg.system.name)
-    return cls(**_plain(cfg.system.get("params") or {}))
+    """The configured system, constructed cheaply; bad parameters are ConfigErrors."""
+    name = cfg.system.name
+    cls = SYSTEMS.get(name)
+    params = _plain(cfg.system.get("params") or {})
+    check_params(cls, params, "system.params", f"system {name!r}")
+    try:
+        return cls(**params)
+    except HsmBenchError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"system.params: {name}: {exc}") from exc
 
 
 def run_signature(system: System, ts: TestSet) -> str:
@@ -60,129 +81,116 @@ def run_signature(system: System, ts: TestSet) -> str:
     )
 
 
-def metric_definitions(metrics: list[Metric]) -> dict[str, dict[str, Any]]:
-    return {m.info.name: {**m.describe(), "version_key": m.version_key} for m in metrics}
+def _setup(what: str, fn, *args: Any) -> None:
+    """Run a loading step; anything but a user-facing error becomes a one-line SetupError."""
+    try:
+        fn(*args)
+    except HsmBenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that cannot load is a setup failure
+        raise SetupError(f"{what} failed to load: {type(exc).__name__}: {exc}") from exc
 
 
-def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int = 16, progress: bool = True) -> StageSummary:
-    """Score the separated outputs of ``run`` that are not yet scored (per item and metric)."""
-    from tqdm import tqdm
-
-    sep = run.separation_rows()
-    versions = {m.info.name: m.version_key for m in metrics}
-    done = {(r["id"], r["metric"]) for r in read_jsonl(run.items_jsonl) if r.get("version") == versions.get(r["metric"])}
-    names = [m.info.name for m in metrics]
-    jobs, resumed = [], 0
-    ok_rows = [row for row in ts if sep.get(row.id, {}).get("status") == "ok"]
-    for row in ok_rows:
-        todo = [n for n in names if (row.id, n) not in done]
-        if not todo:
-            resumed += 1
-            continue
-        jobs.append(
-            ScoreJob(
-                id=row.id,
-                estimate=run.output_path(row.id),
-                reference=ts.path(row.target),
-                mixture=ts.path(row.mixture),
-                caption=row.caption,
-                captions=row.target_captions,
-                task=row.task,
-                metrics=todo,
-            )
-        )
-    summary = StageSummary("score", total=len(ok_rows), resumed=resumed)
-    if not jobs:
-        return summary
-    by_name = {m.info.name: m for m in metrics}
-    t0 = time.perf_counter()
-    with JsonlWriter(run.items_jsonl) as out, tqdm(
-        total=len(ok_rows), initial=resumed, desc="score", disable=not progress, unit="item"
-    ) as bar:
-        for job, results in iter_scores(jobs, metrics, batch_size=batch_size):
-            rows = long_rows(job.id, results, by_name)
-            out.write_many(rows)
-            if any(r["status"] == "error" for r in rows):
-                summary.failed += 1
-                summary.errors.extend(f"{r['id']} [{r['metric']}]: {r['error']}" for r in rows if r["status"] == "error")
-            else:
-                summary.done += 1
-            bar.update(1)
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-def aggregate_run(run: RunDir, ts: TestSet, metric_defs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    sep = run.separation_rows()
-    failed = {i: r.get("error") for i, r in sep.items() if r["status"] != "ok"}
-    corpus = aggregate(read_jsonl(run.items_jsonl), [r.id for r in ts], metric_defs, failed)
-    corpus["testset"] = {"name": ts.name, "version": ts.card.get("version"), "manifest_sha256": ts.manifest_sha256}
-    corpus["system"] = _system_name(run)
-    atomic_write_json(run.corpus_json, corpus)
-    return corpus
-
-
-def _system_name(run: RunDir) -> str:
-    return run.path.parent.name
+def _runtime(cfg: DictConfig) -> dict[str, Any]:
+    rt = cfg.runtime
+    stages = list(cfg.get("stages") or STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown stage(s) {', '.join(map(str, unknown))}; choose from {', '.join(STAGES)}")
+    return {
+        "stages": stages,
+        "device": check_device(rt.get("device", "cpu")),
+        "batch_size": check_positive_int(rt.get("batch_size"), "runtime.batch_size", allow_none=True),
+        "score_batch_size": check_positive_int(rt.get("score_batch_size", 16), "runtime.score_batch_size"),
+        "progress": check_bool(rt.get("progress", True), "runtime.progress"),
+        "keep_errors": check_bool(rt.get("keep_errors", False), "runtime.keep_errors"),
+        "feature_cache": check_bool(rt.get("feature_cache", True), "runtime.feature_cache"),
+    }
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
-    rt = cfg.runtime
-    progress = bool(rt.get("progress", True))
-    stages = list(cfg.get("stages") or ["separate", "score", "aggregate"])
+    """Run the configured stages; returns ``{run_dir, corpus, status, problem}``.
+
+    ``status`` is the exit status of :mod:`hsm_bench.errors` (0 all ok, 1 some items failed,
+    2 nothing succeeded) and ``problem`` the one line that explains a non-zero status.
+    """
+    opts = _runtime(cfg)
+    with weights.overrides(_plain(cfg.get("weights") or {})):
+        return _run(cfg, opts)
+
+
+def _run(cfg: DictConfig, opts: dict[str, Any]) -> dict[str, Any]:
+    stages, device, progress = opts["stages"], opts["device"], opts["progress"]
     profile: dict[str, Any] = {}
     t = time.perf_counter()
     ts = resolve_testset(cfg, progress)
     profile["build"] = {"seconds": round(time.perf_counter() - t, 3)}
 
-    weights.parse_overrides(_plain(cfg.get("weights") or {}))
     system = make_system(cfg)
-    # metrics are set up first so missing weights fail before a long separation
-    metrics = build_metrics(list(cfg.metrics.names), _plain(cfg.metrics.get("params") or {}))
-    cache = FeatureCache(cfg.paths.cache_dir, enabled=bool(rt.get("feature_cache", True)))
+    names, asked = resolve_metric_request(list(cfg.metrics.names))
+    metrics = build_metrics(names, _plain(cfg.metrics.get("params") or {}))
+    # every missing checkpoint named at once, before anything heavy is loaded
+    weights.require([*system.required_weights(), *(w for m in metrics for w in m.required_weights())])
+    cache = FeatureCache(cfg.paths.cache_dir, enabled=opts["feature_cache"])
     for m in metrics:
-        m.setup(device=rt.get("device", "cpu"), cache=cache)
-    defs = metric_definitions(metrics)
+        _setup(f"metric {m.info.name}", m.setup, device, cache)
 
     sig = run_signature(system, ts)
-    run = RunDir.create(cfg.paths.runs_dir, ts.name, ts.manifest_sha256, system.name, sig)
+    run = RunDir.locate(cfg.paths.runs_dir, ts.name, ts.manifest_sha256, system.name, sig)
+    todo = pending_items(ts, run, opts["keep_errors"]) if "separate" in stages else []
+    if todo:  # weights are loaded only when something is left to separate
+        _setup(f"system {system.name}", system.load, device)
+    run.make()
+
+    defs = metric_definitions(metrics)
     atomic_write_text(run.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    previous = run.update_json(run.run_json)  # keep what earlier (partial) runs recorded
+    previous = run.read_json(run.run_json)  # keep what earlier (partial) runs recorded
+    all_defs = {**previous.get("metrics", {}), **defs}
     run.update_json(
         run.run_json,
         signature=sig,
         system=system.info(),
         testset={"name": ts.name, "root": str(ts.root), "card": ts.card, "manifest_sha256": ts.manifest_sha256},
         resampler=RESAMPLER_ID,
-        metrics={**previous.get("metrics", {}), **defs},
+        metrics=all_defs,
         environment=environment(),
     )
     print(f"run folder: {run.path}")
 
     summaries = []
     if "separate" in stages:
-        # weights are loaded only when something is left to separate
-        separated = run.separation_rows()
-        if any(r.id not in separated for r in ts):
-            system.load(rt.get("device", "cpu"))
-        bs = rt.get("batch_size") or cfg.system.get("batch_size") or 8
-        s = run_separation(system, ts, run, batch_size=int(bs), progress=progress, retry_errors=bool(rt.get("retry_errors", False)))
+        bs = opts["batch_size"] or cfg.system.get("batch_size") or 8
+        s = run_separation(system, ts, run, batch_size=int(bs), progress=progress, keep_errors=opts["keep_errors"])
         summaries.append(s)
         print(s.line())
     if "score" in stages:
-        s = score_run(run, ts, metrics, batch_size=int(rt.get("score_batch_size", 16)), progress=progress)
+        s = score_run(run, ts, metrics, batch_size=opts["score_batch_size"], progress=progress,
+                      keep_errors=opts["keep_errors"])  # fmt: skip
         summaries.append(s)
         print(s.line())
     corpus = None
     if "aggregate" in stages:
-        corpus = aggregate_run(run, ts, defs)
-        print_corpus_table(corpus, title=f"{system.name} on {ts.name} ({len(ts)} items)")
+        corpus = aggregate_run(run, ts, all_defs)
+        print_corpus_table(corpus, title=f"{system.name} on {ts.name} ({len(ts)} items)", keys=asked_keys(defs, asked))
     for s in summaries:
-        profile[s.stage] = {
-            "seconds": round(s.seconds, 3), "done": s.done, "failed": s.failed, "resumed": s.resumed,
-            "items_per_s": round(s.done / s.seconds, 3) if s.seconds else None,
-        }  # fmt: skip
-        if s.errors:
-            print(f"{s.stage}: {len(s.errors)} item error(s), first: {s.errors[0]}")
+        profile[s.stage] = s.profile()
     run.update_json(run.profile_json, **{time.strftime("%Y%m%dT%H%M%S"): profile})
-    return {"run_dir": str(run.path), "corpus": corpus}
+
+    outcome = run_outcome(run, ts, metrics, scored="score" in stages)
+    return {"run_dir": str(run.path), "corpus": corpus, "status": outcome.status, "problem": outcome.problem()}
+
+
+def run_outcome(run: RunDir, ts: TestSet, metrics: list[Metric], scored: bool = True) -> Outcome:
+    """The final state of the run folder for these metrics (what the exit status reports)."""
+    sep = run.separation_rows()
+    failed = [r.id for r in ts if sep.get(r.id, {}).get("status") != "ok"]
+    first = next((f"{i}: {sep[i].get('error')}" if i in sep else f"{i}: not separated" for i in failed), None)
+    outcome = Outcome(n_items=len(ts), separation_failed=failed, separation_first_error=first,
+                      separation_rows=run.separate_jsonl, scored=scored and bool(metrics))  # fmt: skip
+    if outcome.scored:
+        versions = {m.info.name: m.version_key for m in metrics}
+        rows = (r for r in read_jsonl(run.items_jsonl) if versions.get(r["metric"]) == r.get("version"))
+        failed_set = set(failed)
+        ok_ids = [r.id for r in ts if r.id not in failed_set]
+        score_outcome(outcome, rows, ok_ids, list(versions), run.items_jsonl)
+    return outcome

@@ -3,13 +3,24 @@
 Audio is read in a background thread while the metrics compute, a bounded number of
 items ahead, so memory does not grow with the number of items. Each metric receives mono
 float32 audio at its declared rate (resampled with the harness resampler when a file
-differs). A file that cannot be read, a length mismatch or a metric exception turns into
-an error result for that item and metric; everything else goes on.
+differs). Scoring never guesses:
+
+* an estimate whose channel count differs from its reference (or mixture) is an item error
+  naming both counts, unless ``downmix`` is set (then every file is averaged to mono);
+  files with the same number of channels are averaged to mono, as every metric is mono;
+* an output that needs an input the whole job lacks (``sdri`` without mixtures, ``clap``
+  without captions) is skipped and announced once (:func:`plan_outputs`), not failed;
+* a file that cannot be read, a length mismatch, a metric exception or a model crash turns
+  into an error result for that item and that metric only; the other metrics go on.
+
+:func:`score_run` drives the stage for a run folder; ``hsm-bench score`` (``score_dirs``)
+uses the same pieces on plain folders.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,9 +30,14 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from hsm_bench.api.metric import Metric, MetricError, ScoreItem
+from hsm_bench.api.testset import TestSet
 from hsm_bench.audio.io import read_audio
 from hsm_bench.audio.resample import resample
-from hsm_bench.registry import METRICS, resolve_metric_names
+from hsm_bench.errors import ConfigError, HsmBenchError
+from hsm_bench.pipeline.summary import StageSummary
+from hsm_bench.registry import METRICS
+from hsm_bench.store.jsonl import JsonlWriter, read_jsonl
+from hsm_bench.store.runstore import RunDir
 
 
 @dataclass
@@ -36,10 +52,57 @@ class ScoreJob:
     metrics: list[str] | None = None  # names to compute; None = all
 
 
-def build_metrics(spec: str | list[str], params: dict[str, dict[str, Any]] | None = None) -> list[Metric]:
-    """Instantiate metrics from names, output keys or set names (``"signal"``, ``"lsd,sdr"``)."""
+def build_metrics(names: list[str], params: dict[str, dict[str, Any]] | None = None) -> list[Metric]:
+    """Instantiate metrics by name; a bad parameter is a :class:`ConfigError` naming it."""
+    from hsm_bench.params import check_params
+
     params = params or {}
-    return [METRICS.get(name)(**params.get(name, {})) for name in resolve_metric_names(spec)]
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"metrics.params has entries for {', '.join(unknown)}, which this run does not score "
+            f"(metrics: {', '.join(names)})"
+        )
+    out = []
+    for name in names:
+        cls = METRICS.get(name)
+        p = dict(params.get(name) or {})
+        check_params(cls, p, f"metrics.params.{name}", name)
+        try:
+            out.append(cls(**p))
+        except HsmBenchError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"metrics.params.{name}: {exc}") from exc
+    return out
+
+
+def metric_definitions(metrics: list[Metric]) -> dict[str, dict[str, Any]]:
+    """What produced each metric's numbers, keyed by metric name (stored in run.json)."""
+    return {m.info.name: {**m.describe(), "version_key": m.version_key} for m in metrics}
+
+
+def plan_outputs(metrics: list[Metric], have: set[str], asked: dict[str, list[str] | None] | None = None,
+                 why: dict[str, str] | None = None) -> tuple[dict[str, list[str]], list[str]]:  # fmt: skip
+    """Which outputs can be computed with the inputs in ``have``, and what to announce.
+
+    Returns ``({metric: computable outputs}, notes)``; a note per missing input lists the
+    outputs it skips (``"sdri, si_sdri skipped: no --mix-dir"``; ``why`` maps an input to the
+    words after "no"). Outputs that were not asked for are not announced.
+    """
+    why = why or {}
+    outputs: dict[str, list[str]] = {}
+    skipped_by: dict[str, list[str]] = {}
+    for m in metrics:
+        ok, skipped = m.info.available(have)
+        outputs[m.info.name] = ok
+        wanted = (asked or {}).get(m.info.name)
+        for key, missing in skipped.items():
+            if wanted is not None and key not in wanted:
+                continue
+            skipped_by.setdefault(" and ".join(why.get(x, x) for x in missing), []).append(key)
+    notes = [f"{', '.join(keys)} skipped: no {what}" for what, keys in skipped_by.items()]
+    return outputs, notes
 
 
 def nonfinite_label(v: float) -> str:
@@ -47,12 +110,13 @@ def nonfinite_label(v: float) -> str:
 
 
 class _Loaded:
-    """The audio of one job, as read from disk, with per-(rate) mono views."""
+    """The audio of one job, as read from disk, with per-rate mono views."""
 
-    def __init__(self, job: ScoreJob, need_ref: bool, need_mix: bool, max_length_diff_s: float, allow_resample: bool):
+    def __init__(self, job: ScoreJob, need_ref: bool, need_mix: bool, max_length_diff_s: float, allow_resample: bool,
+                 downmix: bool):  # fmt: skip
         self.job = job
         self.error: str | None = None
-        self.raw: dict[str, tuple[np.ndarray, int]] = {}
+        self.raw: dict[str, tuple[np.ndarray, int]] = {}  # role -> ([C, T], rate)
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         roles = [("estimate", job.estimate)]
         if need_ref and job.reference is not None:
@@ -61,30 +125,36 @@ class _Loaded:
             roles.append(("mixture", job.mixture))
         try:
             for role, path in roles:
-                audio, sr = read_audio(path, mono=True)
+                audio, sr = read_audio(path, mono=False)
                 bad = int((~np.isfinite(audio)).sum())
                 if bad:
                     raise MetricError(f"{role} {Path(path).name} contains {bad} NaN/Inf sample(s)")
                 self.raw[role] = (audio, sr)
-            self._check(max_length_diff_s, allow_resample)
+            self._check(max_length_diff_s, allow_resample, downmix)
         except Exception as exc:
             self.error = str(exc)
 
-    def _check(self, max_length_diff_s: float, allow_resample: bool) -> None:
+    def _check(self, max_length_diff_s: float, allow_resample: bool, downmix: bool) -> None:
         est, est_sr = self.raw["estimate"]
         for role in ("reference", "mixture"):
             if role not in self.raw:
                 continue
             audio, sr = self.raw[role]
+            if audio.shape[0] != est.shape[0] and not downmix:
+                raise MetricError(
+                    f"channel mismatch: estimate has {est.shape[0]} channel(s), {role} has {audio.shape[0]} "
+                    "(pass --downmix to average every file to mono before scoring)"
+                )
             if sr != est_sr and not allow_resample:
                 raise MetricError(
                     f"sample rate mismatch: estimate {est_sr} Hz, {role} {sr} Hz "
                     "(pass --allow-resample to resample both to each metric's rate)"
                 )
-            diff = abs(len(est) / est_sr - len(audio) / sr)
+            n_est, n = est.shape[-1], audio.shape[-1]
+            diff = abs(n_est / est_sr - n / sr)
             if diff > max_length_diff_s:
                 raise MetricError(
-                    f"length mismatch: estimate {len(est) / est_sr:.3f} s, {role} {len(audio) / sr:.3f} s "
+                    f"length mismatch: estimate {n_est / est_sr:.3f} s, {role} {n / sr:.3f} s "
                     f"(more than {max_length_diff_s} s apart)"
                 )
 
@@ -95,7 +165,8 @@ class _Loaded:
         rate = rate or sr
         key = (role, rate)
         if key not in self._cache:
-            self._cache[key] = audio if rate == sr else resample(audio, sr, rate)
+            mono = audio.mean(axis=0) if audio.shape[0] > 1 else audio[0]
+            self._cache[key] = np.ascontiguousarray(mono if rate == sr else resample(mono, sr, rate), dtype=np.float32)
         return self._cache[key]
 
     def item(self, metric: Metric) -> ScoreItem:
@@ -105,12 +176,26 @@ class _Loaded:
             id=self.job.id,
             estimate=self.view("estimate", rate),
             sample_rate=rate,
-            reference=self.view("reference", rate) if info.requires_reference else None,
-            mixture=self.view("mixture", rate) if (info.requires_mixture or info.uses_mixture) else None,
+            reference=self.view("reference", rate) if info.uses("reference") else None,
+            mixture=self.view("mixture", rate) if info.uses("mixture") else None,
             caption=self.job.caption,
             captions=self.job.captions,
             task=self.job.task,
         )
+
+
+def _contained(metric: Metric, items: list[ScoreItem]) -> list[Any]:
+    """``compute_batch`` with a crash of the metric (a model error, a bug) turned into an
+    error of each item of the batch, so that the other metrics and batches go on."""
+    try:
+        outs = list(metric.compute_batch(items))
+    except Exception as exc:  # noqa: BLE001 - contained to this metric's items
+        err = MetricError(f"{metric.info.name} failed on this batch: {type(exc).__name__}: {exc}")
+        return [err] * len(items)
+    if len(outs) != len(items):
+        err = MetricError(f"{metric.info.name} returned {len(outs)} results for {len(items)} items")
+        return [err] * len(items)
+    return outs
 
 
 def iter_scores(
@@ -119,15 +204,16 @@ def iter_scores(
     batch_size: int = 16,
     max_length_diff_s: float = 0.1,
     allow_resample: bool = False,
+    downmix: bool = False,
     prefetch_batches: int = 2,
 ) -> Iterator[tuple[ScoreJob, dict[str, dict[str, float] | Exception]]]:
     """Yield ``(job, {metric name: values or exception})`` in job order."""
-    need_ref = any(m.info.requires_reference for m in metrics)
-    need_mix = any(m.info.requires_mixture or m.info.uses_mixture for m in metrics)
+    need_ref = any(m.info.uses("reference") for m in metrics)
+    need_mix = any(m.info.uses("mixture") for m in metrics)
     by_name = {m.info.name: m for m in metrics}
 
     def load(job: ScoreJob) -> _Loaded:
-        return _Loaded(job, need_ref, need_mix, max_length_diff_s, allow_resample)
+        return _Loaded(job, need_ref, need_mix, max_length_diff_s, allow_resample, downmix)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hsm-bench-read") as pool:
         pending: deque = deque()
@@ -161,8 +247,7 @@ def iter_scores(
                     else:
                         ready.append(k)
                 if ready:
-                    outs = metric.compute_batch([batch[k].item(metric) for k in ready])
-                    for k, out in zip(ready, outs):
+                    for k, out in zip(ready, _contained(metric, [batch[k].item(metric) for k in ready])):
                         results[k][name] = out
             for ld, res in zip(batch, results):
                 yield ld.job, res
@@ -184,3 +269,60 @@ def long_rows(job_id: str, results: dict[str, Any], metrics: dict[str, Metric]) 
                 row["nonfinite"] = nonfinite
         rows.append(row)
     return rows
+
+
+def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int = 16, progress: bool = True,
+              keep_errors: bool = False) -> StageSummary:  # fmt: skip
+    """Score the separated outputs of ``run`` that are not yet scored (per item and metric).
+
+    A pair already scored with the current metric version is skipped; one whose latest row
+    is an error is scored again unless ``keep_errors``.
+    """
+    from tqdm import tqdm
+
+    sep = run.separation_rows()
+    versions = {m.info.name: m.version_key for m in metrics}
+    latest: dict[tuple[str, str], dict] = {}
+    for r in read_jsonl(run.items_jsonl):
+        if r.get("version") == versions.get(r["metric"]):
+            latest[(r["id"], r["metric"])] = r
+    done = {k for k, r in latest.items() if keep_errors or r.get("status") == "ok"}
+    names = [m.info.name for m in metrics]
+    jobs, resumed = [], 0
+    ok_rows = [row for row in ts if sep.get(row.id, {}).get("status") == "ok"]
+    for row in ok_rows:
+        todo = [n for n in names if (row.id, n) not in done]
+        if not todo:
+            resumed += 1
+            continue
+        jobs.append(
+            ScoreJob(
+                id=row.id,
+                estimate=run.output_path(row.id),
+                reference=ts.path(row.target),
+                mixture=ts.path(row.mixture),
+                caption=row.caption,
+                captions=row.target_captions,
+                task=row.task,
+                metrics=todo,
+            )
+        )
+    summary = StageSummary("score", total=len(ok_rows), resumed=resumed)
+    if not jobs:
+        return summary
+    by_name = {m.info.name: m for m in metrics}
+    t0 = time.perf_counter()
+    with JsonlWriter(run.items_jsonl) as out, tqdm(
+        total=len(ok_rows), initial=resumed, desc="score", disable=not progress, unit="item"
+    ) as bar:
+        for job, results in iter_scores(jobs, metrics, batch_size=batch_size):
+            rows = long_rows(job.id, results, by_name)
+            out.write_many(rows)
+            if any(r["status"] == "error" for r in rows):
+                summary.failed += 1
+                summary.errors.extend(f"{r['id']} [{r['metric']}]: {r['error']}" for r in rows if r["status"] == "error")
+            else:
+                summary.done += 1
+            bar.update(1)
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -5,14 +5,14 @@ interferer), resamples them to the system's rate, batches items of similar lengt
 zero-pads, calls ``separate``, checks and trims each output, resamples it back to the
 test-set rate and writes ``outputs/<id>.wav`` plus one ``separate.jsonl`` row per item.
 A failing item becomes an error row; the run goes on. Items that already have a row are
-skipped, so a rerun resumes.
+skipped, so a rerun resumes; items that failed are tried again unless ``keep_errors``
+(failures are often environmental: a full disk, a busy GPU).
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,29 +23,12 @@ from hsm_bench.api.testset import ManifestRow, TestSet
 from hsm_bench.audio.chunking import chunk_spans, overlap_add
 from hsm_bench.audio.io import read_audio, write_audio
 from hsm_bench.audio.resample import resample
+from hsm_bench.pipeline.summary import StageSummary
 from hsm_bench.store.jsonl import JsonlWriter
 from hsm_bench.store.runstore import RunDir
 
 # Resampling out and back may change a length by a sample or two; more is a real error.
 LENGTH_TOLERANCE = 2
-
-
-@dataclass
-class StageSummary:
-    stage: str
-    total: int
-    resumed: int = 0
-    done: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        rate = self.done / self.seconds if self.seconds > 0 else float("nan")
-        return (
-            f"{self.stage}: {self.done} done, {self.failed} failed, {self.resumed} resumed "
-            f"of {self.total} in {self.seconds:.1f} s ({rate:.1f} items/s)"
-        )
 
 
 class ItemError(Exception):
@@ -133,21 +116,32 @@ def _finish(out: np.ndarray, n_expected: int, system: System, test_sr: int) -> n
     return mono[:n_expected].astype(np.float32)
 
 
+def pending_items(ts: TestSet, run: RunDir, keep_errors: bool = False) -> list[ManifestRow]:
+    """Items still to separate: no row yet, an ok row whose output file is gone, or an error
+    row (unless ``keep_errors``)."""
+    previous = run.separation_rows()
+
+    def finished(item_id: str) -> bool:
+        r = previous.get(item_id)
+        if r is None:
+            return False
+        if r["status"] == "ok":
+            return run.output_path(item_id).exists()
+        return keep_errors
+
+    return [r for r in ts if not finished(r.id)]
+
+
 def run_separation(
     system: System,
     ts: TestSet,
     run: RunDir,
     batch_size: int = 8,
     progress: bool = True,
-    retry_errors: bool = False,
+    keep_errors: bool = False,
 ) -> StageSummary:
     rows = list(ts)
-    previous = run.separation_rows()
-    done = {
-        i for i, r in previous.items()
-        if (r["status"] == "ok" and run.output_path(i).exists()) or (r["status"] == "error" and not retry_errors)
-    }  # fmt: skip
-    todo = [r for r in rows if r.id not in done]
+    todo = pending_items(ts, run, keep_errors)
     summary = StageSummary("separate", total=len(rows), resumed=len(rows) - len(todo))
     if not todo:
         return summary

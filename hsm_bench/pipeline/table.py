@@ -7,8 +7,9 @@ from typing import Any
 from hsm_bench.pipeline.aggregate import format_value
 
 
-def corpus_table(corpus: dict[str, Any]) -> str:
-    metrics = corpus["metrics"]
+def corpus_table(corpus: dict[str, Any], keys: list[str] | None = None) -> str:
+    """The table of ``keys`` (default: every output key in the corpus), in that order."""
+    metrics = corpus["metrics"] if keys is None else {k: corpus["metrics"][k] for k in keys if k in corpus["metrics"]}
     header = ("metric", "mean", "95% CI", "n", "failed", "non-finite", "better")
     rows = []
     for key, e in metrics.items():
@@ -21,7 +22,17 @@ def corpus_table(corpus: dict[str, Any]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def print_corpus_table(corpus: dict[str, Any], title: str = "") -> None:
+def print_corpus_table(corpus: dict[str, Any], title: str = "", keys: list[str] | None = None) -> None:
     if title:
         print(f"\n{title}")
-    print(corpus_table(corpus))
+    print(corpus_table(corpus, keys))
+
+
+def asked_keys(metric_defs: dict[str, dict[str, Any]], asked: dict[str, list[str] | None]) -> list[str]:
+    """Output keys to show: those asked for, in the order of the metrics' declared outputs."""
+    keys = []
+    for name, wanted in asked.items():
+        for key in metric_defs[name]["outputs"]:
+            if wanted is None or key in wanted:
+                keys.append(key)
+    return keys

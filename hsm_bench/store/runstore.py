@@ -42,10 +42,17 @@ class RunDir:
     path: Path
 
     @classmethod
+    def locate(cls, runs_root: str | Path, testset: str, manifest_sha256: str, system: str, sig: str) -> "RunDir":
+        """The run folder of these coordinates, without creating it (setup may still fail)."""
+        return cls(Path(runs_root) / f"{testset}@{manifest_sha256[:8]}" / system / sig)
+
+    @classmethod
     def create(cls, runs_root: str | Path, testset: str, manifest_sha256: str, system: str, sig: str) -> "RunDir":
-        path = Path(runs_root) / f"{testset}@{manifest_sha256[:8]}" / system / sig
-        (path / "outputs").mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        return cls.locate(runs_root, testset, manifest_sha256, system, sig).make()
+
+    def make(self) -> "RunDir":
+        (self.path / "outputs").mkdir(parents=True, exist_ok=True)
+        return self
 
     @property
     def outputs(self) -> Path:
@@ -78,8 +85,12 @@ class RunDir:
         """Latest separate.jsonl row per item id."""
         return {row["id"]: row for row in read_jsonl(self.separate_jsonl)}
 
+    @staticmethod
+    def read_json(path: Path) -> dict[str, Any]:
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def update_json(self, path: Path, **fields: Any) -> dict[str, Any]:
-        data = json.loads(path.read_text()) if path.exists() else {}
+        data = self.read_json(path)
         data.update(fields)
         atomic_write_json(path, data)
         return data
