@@ -87,6 +87,12 @@ class Registry:
             seen[ep.name] = dist
             self.register(ep.name, ep.value, origin=dist)
 
+    def reset_plugins(self) -> None:
+        """Forget discovered plugins; the next use discovers them again (tests, notebooks)."""
+        for name in [n for n, o in self._origin.items() if o != "hsm-bench"]:
+            self.unregister(name)
+        self._discovered = self.group is None
+
     def names(self) -> list[str]:
         self._discover()
         return sorted(self._targets)

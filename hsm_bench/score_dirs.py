@@ -182,8 +182,6 @@ def score_directories(
     have = {"reference"} | ({"mixture"} if mix_dir is not None else set()) | ({"text"} if caption_map else set())
     outputs, notes = plan_outputs(ms, have, asked, why={k: v for k, v in INPUT_FLAGS.items()})
     ms = [m for m in ms if outputs[m.info.name]]  # a metric with nothing computable does not run
-    for note in notes:
-        print(f"hsm-bench score: {note}", file=sys.stderr)
     defs = metric_definitions(ms)
     for name, d in defs.items():
         d["outputs"] = outputs[name]
@@ -191,6 +189,8 @@ def score_directories(
     keys = asked_keys(defs, wanted)
     if not keys:
         raise ConfigError("nothing to score: " + "; ".join(notes))
+    for note in notes:
+        print(f"hsm-bench score: {note}", file=sys.stderr)
     with weights.overrides(weights_overrides):
         weights.require([w for m in ms for w in m.required_weights()])
         cache = FeatureCache(default_paths()["cache_dir"])

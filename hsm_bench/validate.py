@@ -14,19 +14,24 @@ def validate_config_tree() -> list[str]:
     from hydra import compose, initialize_config_dir
 
     from hsm_bench.pipeline.score import build_metrics
-    from hsm_bench.registry import METRICS, SYSTEMS, TESTSETS, resolve_metric_names
+    from hsm_bench.registry import METRIC_ALIASES, METRICS, SYSTEMS, TESTSETS, resolve_metric_names
 
     problems = []
     for group, reg in (("system", SYSTEMS), ("testset", TESTSETS)):
         configs = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
-        for name in sorted(set(reg.names()) - configs):
+        builtin = {n for n in reg.names() if reg.origin(n) == "hsm-bench"}  # plugins get generated configs
+        for name in sorted(builtin - configs):
             problems.append(f"{group} {name!r} is registered but has no conf/{group}/{name}.yaml")
         for name in sorted(configs - set(reg.names())):
             problems.append(f"conf/{group}/{name}.yaml has no registered {group}")
+    from hsm_bench.run_config import plugin_conf_dir
+
+    conf = plugin_conf_dir()
+    extra = [f"hydra.searchpath=[file://{conf}]"] if conf else []
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for name in SYSTEMS.names():
             try:
-                cfg = compose("config", overrides=[f"system={name}"])
+                cfg = compose("config", overrides=[*extra, f"system={name}"])
                 SYSTEMS.get(name)(**dict(cfg.system.get("params") or {}))
             except Exception as exc:
                 problems.append(f"system {name}: {type(exc).__name__}: {exc}")
@@ -36,11 +41,19 @@ def validate_config_tree() -> list[str]:
                 resolve_metric_names(list(cfg.metrics.names))
             except Exception as exc:
                 problems.append(f"metrics set {path.stem}: {type(exc).__name__}: {exc}")
+    outputs: dict[str, tuple[str, ...]] = {}
     for name in METRICS.names():
         try:
-            build_metrics([name])
+            outputs[name] = build_metrics([name])[0].info.outputs
         except Exception as exc:
             problems.append(f"metric {name}: {type(exc).__name__}: {exc}")
+    for key, metric in METRIC_ALIASES.items():  # the alias table must agree with what metrics emit
+        if metric in outputs and key not in outputs[metric]:
+            problems.append(f"output key {key!r} is mapped to metric {metric!r}, which does not emit it")
+    for metric, keys in outputs.items():
+        for key in keys:
+            if key != metric and key not in METRIC_ALIASES:
+                problems.append(f"output key {key!r} of metric {metric!r} has no entry in registry.METRIC_ALIASES")
     return problems
 
 

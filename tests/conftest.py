@@ -15,6 +15,21 @@ import pytest  # noqa: E402
 SR = 16000
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow (CI does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # slow end-to-end tests are deselected by default so `python -m pytest -q` stays quick;
+    # `.ci/run` passes --run-slow
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Tests never touch the user's ~/.cache/hsm-bench (unless a test sets its own home)."""

@@ -121,16 +121,17 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 
 def _run(cfg: DictConfig, opts: dict[str, Any]) -> dict[str, Any]:
     stages, device, progress = opts["stages"], opts["device"], opts["progress"]
-    profile: dict[str, Any] = {}
-    t = time.perf_counter()
-    ts = resolve_testset(cfg, progress)
-    profile["build"] = {"seconds": round(time.perf_counter() - t, 3)}
-
+    # cheap checks first: a typo or a missing checkpoint must not wait for a test-set build
     system = make_system(cfg)
     names, asked = resolve_metric_request(list(cfg.metrics.names))
     metrics = build_metrics(names, _plain(cfg.metrics.get("params") or {}))
     # every missing checkpoint named at once, before anything heavy is loaded
     weights.require([*system.required_weights(), *(w for m in metrics for w in m.required_weights())])
+
+    profile: dict[str, Any] = {}
+    t = time.perf_counter()
+    ts = resolve_testset(cfg, progress)
+    profile["build"] = {"seconds": round(time.perf_counter() - t, 3)}
     cache = FeatureCache(cfg.paths.cache_dir, enabled=opts["feature_cache"])
     for m in metrics:
         _setup(f"metric {m.info.name}", m.setup, device, cache)
