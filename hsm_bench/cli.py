@@ -118,9 +118,22 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, object]:
     return out
 
 
+def _built(path: Path, what: str) -> int:
+    """The summary of a finished build, with what the card says was left out."""
+    card = json.loads((Path(path) / "card.json").read_text())
+    print(f"built {card['n_items']} items{what} in {path} (manifest sha256 {card['manifest_sha256'][:12]})")
+    sources = card.get("sources") or {}
+    left_out = {k: (sources.get(k) or {}).get("count", 0) for k in ("skipped", "unreadable", "missing")}
+    if any(left_out.values()):
+        print("left out: " + ", ".join(f"{n} {k}" for k, n in left_out.items() if n) + f" (reasons in {path}/card.json)")
+    return EXIT_OK
+
+
 def cmd_build_testset(a: argparse.Namespace) -> int:
     from hsm_bench.registry import TESTSETS
 
+    if a.from_manifest and a.import_spec:
+        raise ConfigError("give either --from-manifest or --import, not both")
     if a.from_manifest or a.import_spec:
         from testsets.rebuild import build_from_manifest, import_list
 
@@ -128,9 +141,7 @@ def cmd_build_testset(a: argparse.Namespace) -> int:
             path = build_from_manifest(a.name, Path(a.from_manifest), source=a.source, out=a.out, progress=not a.no_progress)
         else:
             path = import_list(a.import_spec, name=a.name, source=a.source, out=a.out, progress=not a.no_progress)
-        card = json.loads((Path(path) / "card.json").read_text())
-        print(f"built {card['n_items']} items in {path} (manifest sha256 {card['manifest_sha256'][:12]})")
-        return 0
+        return _built(path, "")
     if a.name is None:
         raise ConfigError("give a test set NAME (hsm-bench ls testsets), --from-manifest FILE or --import KIND:CSV")
     params = _key_values(a.set, "--set")
@@ -145,11 +156,8 @@ def cmd_build_testset(a: argparse.Namespace) -> int:
         out = builder.output_dir(default_paths()["data_dir"])
     if (out / "card.json").exists() and not a.force:
         print(f"{a.name} is already built at {out} (use --force to rebuild)")
-        return 0
-    path = builder.build(out, progress=not a.no_progress)
-    card = json.loads((path / "card.json").read_text())
-    print(f"built {card['n_items']} items of {a.name} in {path} (manifest sha256 {card['manifest_sha256'][:12]})")
-    return 0
+        return EXIT_OK
+    return _built(builder.build(out, progress=not a.no_progress), f" of {a.name}")
 
 
 def _print_weights() -> None:

@@ -68,6 +68,7 @@ def make_audiocaps(root: Path, n_clips: int = 24) -> dict:
             path = root / "test" / f"{clips[y][1]['audiocap_id']}.wav"
         if y == planted["corrupt"]:
             corrupt(path)
+            planted["corrupt_file"] = path.name
         else:
             rate = 44100 if y == planted["stereo"] else (32000 if naming == 2 else 16000)
             write(path, f"ac/{y}", 10.0 if k % 5 else 9.2, rate, 2 if y == planted["stereo"] else 1)
@@ -133,14 +134,22 @@ FSD_LEAVES = ["Bark", "Meow", "Rain", "Siren", "Church bell", "Typing", "Crackle
               "Walk, footsteps", "Applause", "Whistling", "Drill", "Knock"]  # fmt: skip
 
 
+def _fsd_name(ontology, mid: str) -> str:
+    return ontology.name(mid).replace(", ", "_and_").replace(" ", "_")
+
+
+def _write_fsd_vocabulary(gt: Path, ontology, mids: list[str]) -> None:
+    vocab = sorted({m for leaf in mids for m in (leaf, *ontology.ancestors(leaf))})
+    with open(gt / "vocabulary.csv", "w", newline="") as f:  # no header, as the dataset ships it
+        csv.writer(f).writerows([k, _fsd_name(ontology, m), m] for k, m in enumerate(vocab))
+
+
 def make_fsd50k(root: Path, ontology, n_clips: int = 30) -> dict:
     gt = root / "FSD50K.ground_truth"
     gt.mkdir(parents=True)
     mids = [ontology.mid(n) for n in FSD_LEAVES]
-    vocab = sorted({m for leaf in mids for m in (leaf, *ontology.ancestors(leaf))})
-    fsd_name = lambda m: ontology.name(m).replace(", ", "_and_").replace(" ", "_")  # noqa: E731
-    with open(gt / "vocabulary.csv", "w", newline="") as f:  # no header, as the dataset ships it
-        csv.writer(f).writerows([k, fsd_name(m), m] for k, m in enumerate(vocab))
+    _write_fsd_vocabulary(gt, ontology, mids)
+    fsd_name = lambda m: _fsd_name(ontology, m)  # noqa: E731
     planted = {"missing": "900029", "corrupt": "900028", "short": "900027", "stereo": "900000"}
     with open(gt / "eval.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -158,6 +167,28 @@ def make_fsd50k(root: Path, ontology, n_clips: int = 30) -> dict:
             seconds = 3.0 if str(900000 + k) == planted["short"] else 5.0 + (k * 3) % 12
             write(path, f"fsd/{k}", seconds, 44100, 2 if str(900000 + k) == planted["stereo"] else 1)
     return planted
+
+
+def make_fsd50k_lopsided(root: Path, ontology, per_class: int = 3) -> dict:
+    """An FSD50K eval tree where one clip can never be a target: it is both a dog bark and a
+    meow, and every other clip is one or the other. The others pair across the two classes:
+    exactly ``2 * per_class**2`` (target, interferer) pairs obey the class rule."""
+    gt = root / "FSD50K.ground_truth"
+    gt.mkdir(parents=True)
+    bark, meow = ontology.mid("Bark"), ontology.mid("Meow")
+    _write_fsd_vocabulary(gt, ontology, [bark, meow])
+    smear = lambda leaves: sorted({m for leaf in leaves for m in (leaf, *ontology.ancestors(leaf))})  # noqa: E731
+    clips = {"910000": smear([bark, meow])}
+    clips.update({str(910001 + k): smear([bark]) for k in range(per_class)})
+    clips.update({str(910001 + per_class + k): smear([meow]) for k in range(per_class)})
+    with open(gt / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fname", "labels", "mids"])
+        for fname, mids in clips.items():
+            w.writerow([fname, ",".join(_fsd_name(ontology, m) for m in mids), ",".join(mids)])
+            write(root / "FSD50K.eval_audio" / f"{fname}.wav", f"lopsided/{fname}", 5.5, 16000)
+    return {"lonely": "910000", "lonely_mids": clips["910000"], "clips": sorted(clips),
+            "valid_pairs": 2 * per_class**2}
 
 
 def make_music(root: Path, n_videos: int = 30) -> dict:

@@ -20,30 +20,27 @@ from pathlib import Path
 from typing import ClassVar
 
 from hsm_bench.audio.io import AUDIO_EXTENSIONS
+from hsm_bench.errors import BuildError
 from testsets.ontology import Ontology
-from testsets.pools import PairBuilder, PoolClip, ScanReport, header_length
+from testsets.pools import PairBuilder, PoolClip, ScanReport, find_file, header_length, read_list_csv
 from testsets.tags import TAGGER_VERSION, tagger_for
 
 LICENCE = "AudioCaps captions: MIT (cdjkim/audiocaps), academic use; audio: YouTube (not redistributable)"
 
 
-def find_file(root: Path, name: str, what: str) -> Path:
-    direct = root / name
-    if direct.is_file():
-        return direct
-    found = sorted(root.rglob(name))
-    if not found:
-        raise FileNotFoundError(f"no {name} under {root}: {what}")
-    return found[0]
-
-
 def read_segments_csv(path: Path) -> dict[str, set[str]]:
     """AudioSet segments CSV -> {youtube id: mids}."""
+    if not path.is_file():
+        raise BuildError(f"--set segments_csv={path}: no such file (expected an AudioSet segments CSV: "
+                         "YTID, start_seconds, end_seconds, \"mid,mid\")")  # fmt: skip
     out: dict[str, set[str]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.reader((line for line in f if not line.startswith("#")), skipinitialspace=True):
-            if len(row) >= 4:
-                out.setdefault(row[0].strip(), set()).update(m.strip() for m in row[3].split(",") if m.strip())
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.reader((line for line in f if not line.startswith("#")), skipinitialspace=True):
+                if len(row) >= 4:
+                    out.setdefault(row[0].strip(), set()).update(m.strip() for m in row[3].split(",") if m.strip())
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BuildError(f"--set segments_csv={path} is not an AudioSet segments CSV ({exc})") from exc
     return out
 
 
@@ -55,18 +52,18 @@ class AudioCapsBuilder(PairBuilder):
 
     def scan(self, ontology: Ontology) -> tuple[list[PoolClip], ScanReport]:
         root = self._require_source()
-        csv_path = find_file(root, "test.csv", "the AudioCaps test list (audiocap_id,youtube_id,start_time,caption)")
+        what = "the AudioCaps test list test.csv (audiocap_id,youtube_id,start_time,caption)"
+        csv_path = find_file(root, "test.csv", what)
         clips: dict[str, dict] = {}
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                c = clips.setdefault(row["youtube_id"], {"start": row["start_time"], "ids": [], "captions": []})
-                c["ids"].append(row["audiocap_id"])
-                c["captions"].append(row["caption"].strip())
+        for row in read_list_csv(csv_path, ("audiocap_id", "youtube_id", "start_time", "caption"), what):
+            c = clips.setdefault(row["youtube_id"], {"start": row["start_time"], "ids": [], "captions": []})
+            c["ids"].append(row["audiocap_id"])
+            c["captions"].append((row["caption"] or "").strip())
         files: dict[str, Path] = {}
         for p in sorted(root.rglob("*")):
             if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():
                 files.setdefault(p.stem, p)
-        segments = read_segments_csv(Path(self.params["segments_csv"])) if self.params.get("segments_csv") else None
+        segments = read_segments_csv(Path(self.params["segments_csv"]).expanduser()) if self.params.get("segments_csv") else None
         tagger = tagger_for(str(self.ontology_path) if self.ontology_path else None)
         report, pool = ScanReport(), []
         for ytid in sorted(clips):

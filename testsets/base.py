@@ -5,7 +5,8 @@ instruction) and hands :class:`ItemSpec` objects with the cropped 16 kHz sources
 :class:`TestSetWriter`, which mixes them with the DCASE arithmetic, writes the three
 stems, and finally the manifest and the card. The set is written into a temporary folder
 and renamed into place, so an interrupted build never leaves a half-written set that
-looks complete.
+looks complete; a failed build also removes the parent folders it created, and a folder
+that is not a built test set is never overwritten.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hsm_bench import __version__
+from hsm_bench.errors import BuildError, ConfigError
 from hsm_bench.hashing import sha256_file
 from hsm_bench.audio.io import write_audio
 from hsm_bench.audio.resample import RESAMPLER_ID
@@ -27,6 +29,7 @@ from testsets.mixing import Mix, mix_at_snr
 
 CANONICAL_RATE = 16000
 STEM_SUBTYPE = "PCM_16"
+CARD_LIST_LIMIT = 200  # entries kept per list in a card (missing, skipped, ...); counts stay complete
 
 
 @dataclass
@@ -52,11 +55,20 @@ class TestSetWriter:
         self.final_dir = Path(final_dir)
         self.sample_rate = sample_rate
         self.tmp_dir = self.final_dir.with_name(f".{self.final_dir.name}.building-{os.getpid()}")
-        if self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir)
-        for role in ("mixture", "target", "interferer"):
-            (self.tmp_dir / "audio" / role).mkdir(parents=True)
+        _check_replaceable(self.final_dir)
+        # remembered so that a failed build can take back the folders it made (e.g. a new
+        # <data>/testsets/<name>/), leaving the tree as it was
+        self._created = _missing_parents(self.tmp_dir.parent)
         self.rows: list[dict[str, Any]] = []
+        try:
+            if self.tmp_dir.exists():
+                shutil.rmtree(self.tmp_dir)
+            for role in ("mixture", "target", "interferer"):
+                (self.tmp_dir / "audio" / role).mkdir(parents=True)
+        except OSError as exc:
+            self.abort()
+            raise BuildError(f"cannot create the output folder {self.final_dir}: {exc.strerror or exc}; "
+                             "choose another output folder (--out)") from exc  # fmt: skip
 
     def add(self, spec: ItemSpec) -> Mix:
         # the manifest stores the SNR rounded; mixing with that same value keeps a rebuild
@@ -114,14 +126,57 @@ class TestSetWriter:
             "hsm_bench_version": __version__,
         }
         atomic_write_json(self.tmp_dir / "card.json", card)
+        _check_replaceable(self.final_dir)  # the folder may have changed during a long build
+        # the previous set stays whole until the new one is in place
+        old = self.final_dir.with_name(f".{self.final_dir.name}.replaced-{os.getpid()}")
+        if old.exists():  # left by a crash of an earlier process with this pid
+            shutil.rmtree(old)
         if self.final_dir.exists():
-            shutil.rmtree(self.final_dir)
-        self.final_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.tmp_dir, self.final_dir)
+            os.replace(self.final_dir, old)
+        try:
+            os.replace(self.tmp_dir, self.final_dir)
+        except OSError:
+            if old.exists():
+                os.replace(old, self.final_dir)
+            raise
+        if old.is_symlink():  # --out was a link to a set: drop the link, not what it points to
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
         return self.final_dir
 
     def abort(self) -> None:
+        """Remove everything this writer created; folders others filled meanwhile stay."""
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    out = []
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
+def _check_replaceable(final_dir: Path) -> None:
+    """Only a built test set or an empty folder may be replaced: anything else is the user's."""
+    if not final_dir.exists() and not final_dir.is_symlink():
+        return
+    if not final_dir.is_dir():
+        raise BuildError(f"the output path {final_dir} exists and is not a folder; choose another output folder (--out)")
+    if (final_dir / "card.json").is_file() or not any(final_dir.iterdir()):
+        return
+    raise BuildError(
+        f"the output folder {final_dir} exists and is not a built test set (no card.json); "
+        "it is left untouched: remove it yourself or choose a new or empty output folder (--out)"
+    )
 
 
 def _summary(x: np.ndarray) -> dict[str, Any]:
@@ -147,6 +202,8 @@ class Builder:
 
     def __init__(self, n_items: int | None = None, seed: int | None = None, source: str | None = None, **params: Any):
         self.n_items = int(n_items if n_items is not None else self.default_n_items)
+        if self.n_items < 1:  # an empty set would build "successfully" and score nothing
+            raise ConfigError(f"--n-items {self.n_items}: a test set needs at least one item")
         self.seed = int(seed if seed is not None else self.default_seed)
         self.source = Path(source).expanduser() if source else None
         self.params = params

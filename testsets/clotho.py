@@ -18,9 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-from testsets.audiocaps import find_file
 from testsets.ontology import Ontology
-from testsets.pools import PairBuilder, PoolClip, ScanReport, header_length, index_audio
+from testsets.pools import PairBuilder, PoolClip, ScanReport, find_file, header_length, index_audio, read_list_csv
 from testsets.tags import TAGGER_VERSION, tagger_for
 
 
@@ -33,16 +32,16 @@ class ClothoBuilder(PairBuilder):
 
     def scan(self, ontology: Ontology) -> tuple[list[PoolClip], ScanReport]:
         root = self._require_source()
-        captions_csv = find_file(root, "clotho_captions_evaluation.csv", "Clotho's evaluation captions (file_name,caption_1..5)")
-        with open(captions_csv, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+        what = "Clotho's evaluation captions clotho_captions_evaluation.csv (file_name,caption_1..5)"
+        captions_csv = find_file(root, "clotho_captions_evaluation.csv", what)
+        rows = read_list_csv(captions_csv, ("file_name", "caption_1"), what, encoding="utf-8-sig")
         self._licences = self._read_licences(root)
         files = index_audio(root)
         tagger = tagger_for(str(self.ontology_path) if self.ontology_path else None)
         report, pool = ScanReport(), []
         for row in rows:
             name = row["file_name"].strip()
-            captions = tuple(row[f"caption_{k}"].strip() for k in range(1, 6) if row.get(f"caption_{k}", "").strip())
+            captions = tuple(row[f"caption_{k}"].strip() for k in range(1, 6) if (row.get(f"caption_{k}") or "").strip())
             path = files.get(name)
             if path is None:
                 report.missing.append(name)

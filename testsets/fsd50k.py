@@ -15,10 +15,10 @@ from __future__ import annotations
 import csv
 from typing import ClassVar
 
-from testsets.audiocaps import find_file
+from hsm_bench.errors import ConfigError
 from testsets.base import CANONICAL_RATE
 from testsets.ontology import Ontology, OntologyError
-from testsets.pools import PairBuilder, PoolClip, ScanReport, header_length, index_audio
+from testsets.pools import PairBuilder, PoolClip, ScanReport, find_file, header_length, index_audio, read_list_csv
 
 
 def label_text(ontology: Ontology, mids) -> str:
@@ -35,11 +35,16 @@ class FSD50KBuilder(PairBuilder):
 
     @property
     def min_duration_s(self) -> float:
-        return float(self.params.get("min_duration_s", 5.0))
+        value = self.params.get("min_duration_s", 5.0)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--set min_duration_s={value!r}: expected a number of seconds, e.g. 5") from None
 
     def scan(self, ontology: Ontology) -> tuple[list[PoolClip], ScanReport]:
         root = self._require_source()
-        gt = find_file(root, "eval.csv", "FSD50K.ground_truth/eval.csv (fname,labels,mids)")
+        what = "the FSD50K ground truth FSD50K.ground_truth/eval.csv (fname,labels,mids)"
+        gt = find_file(root, "eval.csv", what)
         vocab_path = gt.parent / "vocabulary.csv"
         vocab = {}
         if vocab_path.exists():
@@ -48,8 +53,7 @@ class FSD50KBuilder(PairBuilder):
         files = index_audio(root)
         report, pool = ScanReport(), []
         min_len = int(self.min_duration_s * CANONICAL_RATE)
-        with open(gt, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_list_csv(gt, ("fname", "mids"), what)
         for row in rows:
             fname = row["fname"].strip()
             path = files.get(f"{fname}.wav")
@@ -64,7 +68,7 @@ class FSD50KBuilder(PairBuilder):
                 report.too_short.append(fname)
                 continue
             mids = set()
-            for m in row["mids"].split(","):
+            for m in (row["mids"] or "").split(","):
                 m = m.strip()
                 try:
                     mids.add(ontology.mid(m) if m else None)

@@ -22,6 +22,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from hsm_bench.errors import BuildError
+
 DATA = Path(__file__).parent / "data"
 DEFAULT_PATH = DATA / "audioset_ontology.min.json"
 
@@ -31,8 +33,8 @@ BROAD_GROUPS = (
 )  # fmt: skip
 
 
-class OntologyError(ValueError):
-    pass
+class OntologyError(BuildError, ValueError):
+    """A missing or malformed ontology file, or a name that is not one of its nodes."""
 
 
 class Ontology:

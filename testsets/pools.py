@@ -14,10 +14,18 @@ full length, capped): the shorter source plays whole and the longer one is cropp
 
 A clip whose audio cannot be decoded is dropped from the pool, listed in the card, and
 the item is drawn again: the build goes on and stays deterministic.
+
+When ``max_redraws`` redraws find no interferer for a target, every clip still in the
+pool is checked: if some are valid partners, one is picked uniformly with the same
+generator; if none is, the target is skipped (listed in the card with the reason, never
+drawn as a target again, still usable as an interferer) and the item is drawn again. The
+build fails, leaving nothing behind, only when no unused valid pair is left before the
+requested number of items is made; the message says how many could be made.
 """
 
 from __future__ import annotations
 
+import csv
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +37,13 @@ from tqdm import tqdm
 
 from hsm_bench.audio.io import AUDIO_EXTENSIONS, AudioReadError, read_audio
 from hsm_bench.audio.resample import resampled_length
-from testsets.base import CANONICAL_RATE, Builder, ItemSpec, TestSetWriter
+from hsm_bench.errors import BuildError
+from testsets.base import CANONICAL_RATE, CARD_LIST_LIMIT, Builder, ItemSpec, TestSetWriter
 from testsets.instructions import instruction
 from testsets.mixing import SilentSourceError, crop_or_pad
 from testsets.ontology import Ontology, load
 
+REPORT_LISTS = ("missing", "unreadable", "untagged", "too_short", "skipped")
 
 
 @dataclass(frozen=True)
@@ -67,12 +77,23 @@ class ScanReport:
     unreadable: list[str] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)
     too_short: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # targets without a partner, found while building
 
-    def card(self, limit: int = 200) -> dict[str, Any]:
+    def card(self, limit: int = CARD_LIST_LIMIT) -> dict[str, Any]:
         out: dict[str, Any] = {"found": self.found}
-        for key in ("missing", "unreadable", "untagged", "too_short"):
+        for key in REPORT_LISTS:
             items = getattr(self, key)
             out[key] = {"count": len(items), "items": sorted(items)[:limit]}
+        return out
+
+    def scan_summary(self) -> list[str]:
+        """What the scan left out, as phrases for a one-line message."""
+        out = []
+        for key, what in (("missing", "listed clip(s) not found"), ("unreadable", "unreadable"),
+                          ("untagged", "without a class"), ("too_short", "too short")):  # fmt: skip
+            items = getattr(self, key)
+            if items:
+                out.append(f"{len(items)} {what} (e.g. {sorted(items)[0]})")
         return out
 
 
@@ -167,10 +188,8 @@ class PairBuilder(Builder):
     # -- shared ---------------------------------------------------------------------
     def _require_source(self) -> Path:
         if self.source is None:
-            raise FileNotFoundError(f"building {self.name!r} needs --source DIR (the dataset as you have it on disk)")
-        if not self.source.is_dir():
-            raise FileNotFoundError(f"--source {self.source} is not a folder")
-        return self.source
+            raise BuildError(f"building {self.name!r} needs --source DIR (the dataset as you have it on disk)")
+        return require_folder(self.source, f"{self.name}: --source", "the dataset as you have it on disk")
 
     def ontology(self) -> Ontology:
         return load(str(self.ontology_path) if self.ontology_path else None)
@@ -202,20 +221,25 @@ class PairBuilder(Builder):
         stop = self.extra_stop(ontology)
         closed = {c.key: ontology.closed(c.labels, stop) for c in pool}
         if len(pool) < 2:
-            raise RuntimeError(f"{self.name}: only {len(pool)} usable source clip(s) found under {self.source}")
+            raise BuildError(self._shortfall(0, len(pool), report, {}))
         rng = np.random.default_rng(self.seed)
         loader = ClipLoader(self.source_roots())
         writer = TestSetWriter(out_dir)
         alive = list(pool)
+        # kept in the same order as ``alive`` so that, until a target is skipped, drawing
+        # from it is the draw builds made before skipping existed (same bytes)
+        targets = list(pool)
         used: set[tuple[str, str]] = set()
         rejected = {"shared_class": 0, "same_clip": 0, "used_pair": 0}
+        skips: dict[str, list[str]] = {}  # kind of skip -> target keys, for the failure message
+        exhausted = 0
         try:
             bar = tqdm(total=self.n_items, desc=f"build {self.name}", disable=not progress, unit="item")
             k = 0
             while k < self.n_items:
-                if len(alive) < 2:
-                    raise RuntimeError(f"{self.name}: the pool ran out of readable clips after {k} items")
-                t = alive[int(rng.integers(len(alive)))]
+                if len(alive) < 2 or not targets:
+                    raise BuildError(self._shortfall(k, len(pool), report, skips))
+                t = targets[int(rng.integers(len(targets)))]
                 for _ in range(self.max_redraws):
                     i = alive[int(rng.integers(len(alive)))]
                     if i.key == t.key:
@@ -227,10 +251,11 @@ class PairBuilder(Builder):
                     else:
                         break
                 else:
-                    raise RuntimeError(
-                        f"{self.name}: no interferer without a shared class for {t.key} after "
-                        f"{self.max_redraws} draws; the pool is too small or too homogeneous"
-                    )
+                    exhausted += 1
+                    i = self._partner_after_budget(t, alive, closed, used, rng, report, skips, ontology)
+                    if i is None:
+                        targets.remove(t)
+                        continue
                 spec = self._item_spec(k, t, i, rng)
                 try:
                     target, interferer = render(loader, spec.source)
@@ -240,6 +265,8 @@ class PairBuilder(Builder):
                     for c in bad:
                         report.unreadable.append(f"{c.path}: {exc}")
                         alive.remove(c)
+                        if c in targets:
+                            targets.remove(c)
                     if not bad:  # both decode: a silent window; drop nothing, redraw the item
                         rejected.setdefault("silent_window", 0)
                         rejected["silent_window"] += 1
@@ -260,13 +287,47 @@ class PairBuilder(Builder):
                     "mixing": "DCASE 2024 task 9 (whole-window power ratio, peak 0.9 protection)",
                     "tasks": "extract / remove with probability 1/2",
                     "ontology": str(ontology.path.name),
+                    "redraws": f"up to {self.max_redraws} per item, then a uniform pick among all valid partners, "
+                               "or the target is skipped when it has none",
                 },
                 class_rule_rejections=rejected,
+                redraw_budget={"per_item": self.max_redraws, "exhausted": exhausted},
             )
             return writer.finish(card)
         except BaseException:
             writer.abort()
             raise
+
+    def _partner_after_budget(self, t: PoolClip, alive: list[PoolClip], closed: dict[str, frozenset[str]],
+                              used: set[tuple[str, str]], rng: np.random.Generator, report: ScanReport,
+                              skips: dict[str, list[str]], ontology: Ontology) -> PoolClip | None:  # fmt: skip
+        """A uniform pick among every valid partner of ``t``, or None (``t`` recorded as skipped)."""
+        free = [c for c in alive if c.key != t.key and not self.share_class(t, c, closed)]
+        valid = [c for c in free if (t.key, c.key) not in used]
+        if valid:
+            return valid[int(rng.integers(len(valid)))]
+        if free:
+            skips.setdefault("partners_used", []).append(t.key)
+            reason = f"all {len(free)} interferer(s) without a shared class are already paired with it"
+        else:
+            skips.setdefault("no_partner", []).append(t.key)
+            classes = " + ".join(sorted(ontology.name(m) for m in ontology.most_specific(sorted(t.labels))))
+            reason = f"no interferer without a shared class (its classes: {classes}; every other usable clip shares one)"
+        report.skipped.append(f"{t.key}: {reason}")
+        return None
+
+    def _shortfall(self, made: int, usable: int, report: ScanReport, skips: dict[str, list[str]]) -> str:
+        """The one-line reason a build stopped short, and what to do about it."""
+        why = []
+        for kind, what in (("no_partner", "have no partner without a shared class"),
+                           ("partners_used", "have used up every partner without a shared class")):  # fmt: skip
+            if skips.get(kind):
+                why.append(f"{len(skips[kind])} target clip(s) {what} (e.g. {sorted(skips[kind])[0]})")
+        why += report.scan_summary()
+        where = f" under {self.source}" if self.source else ""
+        fix = f"build fewer with --n-items {made} or add source clips" if made else "add source clips"
+        return (f"{self.name}: could make {made} of {self.n_items} items from {usable} usable clip(s){where}: "
+                f"{'; '.join(why) or 'too few usable clips of different classes'}; {fix}")  # fmt: skip
 
     def _item_spec(self, k: int, t: PoolClip, i: PoolClip, rng: np.random.Generator) -> ItemSpec:
         window = self.window_for(t, i)
@@ -308,6 +369,42 @@ def _decodes(loader: ClipLoader, clip: PoolClip) -> bool:
         return True
     except AudioReadError:
         return False
+
+
+def require_folder(path: Path, what: str, expected: str) -> Path:
+    """``path`` if it is a folder, else a one-line BuildError naming it and what belongs there."""
+    if not path.exists():
+        raise BuildError(f"{what} {path} does not exist (no such folder; expected {expected})")
+    if not path.is_dir():
+        raise BuildError(f"{what} {path} is not a folder (expected {expected})")
+    return path
+
+
+def find_file(root: Path, name: str, what: str) -> Path:
+    """``root/name``, else the first ``name`` in any subfolder (sorted), else a BuildError."""
+    direct = root / name
+    if direct.is_file():
+        return direct
+    found = sorted(p for p in root.rglob(name) if p.is_file())
+    if not found:
+        raise BuildError(f"no {name} in {root} or any of its subfolders: --source must hold {what}")
+    return found[0]
+
+
+def read_list_csv(path: Path, columns: tuple[str, ...], what: str, encoding: str = "utf-8") -> list[dict[str, str]]:
+    """The rows of a dataset's list file, or a BuildError when it is not that file."""
+    try:
+        with open(path, newline="", encoding=encoding) as f:
+            reader = csv.DictReader(f)
+            lacking = [c for c in columns if c not in (reader.fieldnames or [])]
+            if lacking:
+                raise BuildError(f"{path} is not {what}: it has no column(s) {', '.join(lacking)} "
+                                 f"(expected {','.join(columns)} in its header)")  # fmt: skip
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BuildError(f"{path} is not {what}: cannot read it as CSV ({exc})") from exc
+    except OSError as exc:
+        raise BuildError(f"cannot read {path} ({what}): {exc.strerror or exc}") from exc
 
 
 def header_length(path: Path, report: ScanReport, label: str) -> int | None:

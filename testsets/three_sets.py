@@ -20,11 +20,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from hsm_bench.errors import BuildError, ConfigError
 from testsets.audiocaps import AudioCapsBuilder
 from testsets.clotho import ClothoBuilder
 from testsets.fsd50k import FSD50KBuilder
 from testsets.ontology import Ontology
-from testsets.pools import PairBuilder, PoolClip, ScanReport
+from testsets.pools import REPORT_LISTS, PairBuilder, PoolClip, ScanReport
 
 PARTS = {"audiocaps": AudioCapsBuilder, "clotho": ClothoBuilder, "fsd50k": FSD50KBuilder}
 
@@ -49,22 +50,30 @@ class ThreeSetsBuilder(PairBuilder):
         return PARTS[part](n_items=1, seed=self.seed, source=str(self.source_roots()[part]),
                            ontology=self.ontology_path, **params)  # fmt: skip
 
+    def _check_parts(self) -> None:
+        """One BuildError naming every missing part, before any part is scanned (scans are long)."""
+        missing = [f"{part} at {root}" for part, root in self.source_roots().items() if not root.is_dir()]
+        if missing:
+            raise BuildError(
+                f"three_sets needs all three datasets, each in its own layout; no folder for {'; '.join(missing)} "
+                f"(put them under --source as {'/, '.join(PARTS)}/ or give --set PART_source=DIR)"
+            )
+
     def scan(self, ontology: Ontology) -> tuple[list[PoolClip], ScanReport]:
-        per_pool = int(self.params.get("per_pool", 1333))
+        try:
+            per_pool = int(self.params.get("per_pool", 1333))
+        except (TypeError, ValueError):
+            raise ConfigError(f"--set per_pool={self.params.get('per_pool')!r}: expected a whole number of clips") from None
         rng = np.random.default_rng([self.seed, 1])
         pool, report, self._composition = [], ScanReport(), {}
+        self._check_parts()
         for part in PARTS:
-            root = self.source_roots()[part]
-            if not root.is_dir():
-                raise FileNotFoundError(
-                    f"three_sets needs the {part} dataset at {root} (or --set {part}_source=DIR)"
-                )
             clips, rep = self._part(part).scan(ontology)
             take = sorted(rng.choice(len(clips), size=min(per_pool, len(clips)), replace=False).tolist()) if clips else []
             pool += [clips[k] for k in take]
             self._composition[part] = {"usable": len(clips), "drawn": len(take)}
             report.found += rep.found
-            for key in ("missing", "unreadable", "untagged", "too_short"):
+            for key in REPORT_LISTS:
                 getattr(report, key).extend(f"{part}: {x}" for x in getattr(rep, key))
         return pool, report
 

@@ -20,7 +20,7 @@ from hsm_bench.api.metric import Metric
 from hsm_bench.api.system import System
 from hsm_bench.api.testset import TestSet
 from hsm_bench.audio.resample import RESAMPLER_ID
-from hsm_bench.errors import ConfigError, HsmBenchError, SetupError
+from hsm_bench.errors import BuildError, ConfigError, HsmBenchError, SetupError
 from hsm_bench.params import check_bool, check_device, check_params, check_positive_int
 from hsm_bench.pipeline.aggregate import aggregate_run
 from hsm_bench.pipeline.score import build_metrics, metric_definitions, score_run
@@ -52,7 +52,15 @@ def resolve_testset(cfg: DictConfig, progress: bool = True) -> TestSet:
                 f"test set {tcfg.name!r} is not built at {root}; run `hsm-bench build-testset {tcfg.name}`"
             )
         print(f"building test set {tcfg.name!r} into {root}")
-        builder.build(root, progress=progress)
+        try:
+            builder.build(root, progress=progress)
+        except BuildError as exc:
+            if tcfg.get("source"):
+                raise
+            raise BuildError(
+                f"test set {tcfg.name!r} is not built and cannot be built without its source data ({exc}); "
+                f"build it with `hsm-bench build-testset {tcfg.name} --source DIR` or pass testset.source=DIR"
+            ) from None
     return TestSet(root)
 
 
