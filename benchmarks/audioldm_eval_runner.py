@@ -1,13 +1,9 @@
 """Run audioldm-eval 0.0.3's own LSD and PSNR on two folders (a reference for hsm-bench).
 
-Run it with the python of a side venv where audioldm-eval 0.0.3 imports offline; hsm-bench
-itself never depends on it. Recreate that venv with:
-
-    python3 -m venv /work/venvs/aldm && . /work/venvs/aldm/bin/activate
-    pip install torch==2.13.0
-    pip install audioldm-eval==0.0.3 ssr-eval==0.0.7 Wave==0.0.2 resampy torchaudio==2.11.0 \
-        scikit-image librosa soundfile tqdm torchlibrosa
-    rm -f $VIRTUAL_ENV/lib/python3.11/site-packages/torchaudio/lib/*.so   # CUDA-linked; see packages notes
+Run it with the python of the side venv ``benchmarks/.side/aldm`` (audioldm-eval 0.0.3,
+torch 2.13.0 CPU, torchaudio 2.11.0 without its CUDA-linked .so files, ...), made by
+``bash benchmarks/setup_side_envs.sh aldm``; hsm-bench itself never depends on it.
+``bench_score.py --aldm-python`` and ``make_golden.py`` run it there.
 
 Patches applied at run time (the numeric steps stay the package's own):
 * ``torchaudio.load`` inside ``audioldm_eval.datasets.load_mel`` reads with soundfile
@@ -15,7 +11,7 @@ Patches applied at run time (the numeric steps stay the package's own):
 * ``pad_center`` and ``librosa_mel_fn`` inside ``audioldm_eval.audio.stft`` get keyword
   wrappers: 0.0.3 calls them positionally, which librosa >= 0.10 rejects.
 
-Usage: python audioldm_eval_runner.py GEN_DIR TARGET_DIR --out results.json [--workers N]
+Usage: benchmarks/.side/aldm/bin/python benchmarks/audioldm_eval_runner.py GEN_DIR TARGET_DIR --out results.json [--workers N]
 Writes per-file ``lsd`` (calculate_lsd semantics, offset 1120) and ``psnr`` (calculate_psnr_ssim
 semantics; "inf" kept per file and left out of the mean), the package's own corpus means,
 and timings (start-up, LSD loop, PSNR loop).

@@ -54,9 +54,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "cnn14.pth"
         torch.save({"model": model.state_dict()}, ckpt)
-        weights.set_override("panns-cnn14-16k", ckpt)
         emb = Cnn14_16k()
-        emb.load()
+        with weights.overrides({"panns-cnn14-16k": ckpt}):
+            emb.load()
         passes = []
         real = emb.embed_audio
         emb.embed_audio = lambda cs: passes.append(len(cs)) or real(cs)

@@ -10,11 +10,13 @@ Reports, for the same generated pairs:
   librosa computes it) of the reference, the estimate and the offset estimate, and the
   float32 512-point mel STFT of estimate and reference; the float32 two-signal 743-point
   figure is printed too for comparison with estimates that assume it;
-* optionally audioldm-eval 0.0.3's LSD + PSNR on the same pairs, run in a side venv with
-  ``benchmarks/audioldm_eval_runner.py`` (``--aldm-python PATH``), its wall time, and the
-  largest per-file difference between its LSD/PSNR and ours.
+* audioldm-eval 0.0.3's LSD + PSNR on the same pairs, run with
+  ``benchmarks/audioldm_eval_runner.py`` in the side venv ``benchmarks/.side/aldm`` (made by
+  ``bash benchmarks/setup_side_envs.sh aldm``; another with ``--aldm-python PATH``; skipped
+  with ``--no-aldm`` or when the venv is absent), its wall time, and the largest per-file
+  difference between its LSD/PSNR and ours.
 
-Usage: python benchmarks/bench_score.py [--n 1000] [--workdir DIR] [--aldm-python /work/venvs/aldm/bin/python]
+Usage: python benchmarks/bench_score.py [--n 1000] [--workdir DIR] [--aldm-python PATH | --no-aldm]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 
 SR = 16000
 SECONDS = 10
+ALDM_PYTHON = Path(__file__).resolve().parent / ".side" / "aldm" / "bin" / "python"
 
 
 def make_pairs(root: Path, n: int, seed: int = 0) -> tuple[Path, Path, Path]:
@@ -131,8 +134,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--aldm-python", default=None, help="python of a venv with audioldm-eval 0.0.3")
+    ap.add_argument("--aldm-python", default=None, help=f"python of a venv with audioldm-eval 0.0.3 (default {ALDM_PYTHON})")
+    ap.add_argument("--no-aldm", action="store_true", help="skip the audioldm-eval comparison")
     a = ap.parse_args()
+    if a.no_aldm:
+        a.aldm_python = None
+    elif a.aldm_python is None:
+        a.aldm_python = str(ALDM_PYTHON) if ALDM_PYTHON.exists() else None
+    elif not Path(a.aldm_python).exists():
+        sys.exit(f"--aldm-python {a.aldm_python}: not found")
     root = Path(a.workdir or tempfile.mkdtemp(prefix="hsm-bench-score-"))
     t0 = time.perf_counter()
     pairs = make_pairs(root, a.n)
@@ -180,7 +190,8 @@ def main() -> None:
         print(f"  max |lsd difference| {d_lsd:.2e}, max |psnr difference| {d_psnr:.2e} dB")
         print(f"  corpus: audioldm-eval lsd {ref['lsd']:.6f} psnr {ref['psnr']:.6f}")
     else:
-        print("\n(no --aldm-python: audioldm-eval comparison skipped)")
+        why = "--no-aldm" if a.no_aldm else f"{ALDM_PYTHON} absent: bash benchmarks/setup_side_envs.sh aldm"
+        print(f"\n(audioldm-eval comparison skipped: {why})")
     print(f"\ngrowth of peak memory from {results['quarter']['n']} to {full['n']} pairs: "
           f"{full['peak_rss_mb'] - results['quarter']['peak_rss_mb']:+.0f} MB")
     if math.isfinite(full["wall_s"]):

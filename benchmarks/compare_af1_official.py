@@ -2,12 +2,13 @@
 
 The official modules come from a checkout of NVIDIA/audio-flamingo, branch
 ``legacy_audio_flamingo_1`` (not vendored here; MIT licence), plus ``einops`` and
-``einops-exts`` (the official helpers need them; hsm-bench does not)::
+``einops-exts`` (the official helpers need them; hsm-bench does not).
+``bash benchmarks/setup_side_envs.sh af1`` installs the two packages into
+``benchmarks/.side/af1/deps`` and prints how to put the five official files
+(``inference/src/{helpers,flamingo,flamingo_lm,utils}.py`` and ``inference/data.py``) into
+``benchmarks/.side/af1/src`` from a clone (GitHub is not fetched by the script). Then::
 
-    git -C audio-flamingo show legacy_audio_flamingo_1:inference/src/helpers.py > /tmp/af1/src/helpers.py
-    # ... the same for flamingo.py, flamingo_lm.py, utils.py, and inference/data.py
-    pip install --target /tmp/af1/deps einops==0.8.2 einops-exts==0.0.4
-    python benchmarks/compare_af1_official.py --src /tmp/af1/src --deps /tmp/af1/deps
+    python benchmarks/compare_af1_official.py [--src DIR] [--deps DIR]   # defaults: .side/af1/src, .side/af1/deps
 
 What runs on each side, with the same random weights (a tiny OPT folder, a tiny clapcap
 file, and the official ``Flamingo`` module's own ``state_dict`` saved as
@@ -40,6 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+SIDE = Path(__file__).resolve().parent / ".side" / "af1"
+OFFICIAL_FILES = ("helpers.py", "flamingo.py", "flamingo_lm.py", "utils.py", "data.py")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -130,11 +133,17 @@ def official_hidden(model, tok, processor, wav: Path) -> tuple[np.ndarray, np.nd
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", required=True, type=Path, help="folder with the official helpers/flamingo/flamingo_lm/utils/data.py")
-    ap.add_argument("--deps", type=Path, help="folder holding einops and einops_exts (pip install --target)")
+    ap.add_argument("--src", type=Path, default=SIDE / "src",
+                    help=f"folder with the official helpers/flamingo/flamingo_lm/utils/data.py (default {SIDE / 'src'})")  # fmt: skip
+    ap.add_argument("--deps", type=Path, default=SIDE / "deps",
+                    help=f"folder holding einops and einops_exts, pip install --target (default {SIDE / 'deps'})")  # fmt: skip
     ap.add_argument("--seconds", type=float, nargs="+", default=[3.0, 10.0, 40.0])
     a = ap.parse_args()
-    if a.deps:
+    missing = [f for f in OFFICIAL_FILES if not (a.src / f).exists()]
+    if missing:
+        sys.exit(f"{a.src} lacks the official AF1 file(s) {', '.join(missing)}: run `bash benchmarks/setup_side_envs.sh af1`, "
+                 "which says how to copy them from a clone of NVIDIA/audio-flamingo (or pass --src)")  # fmt: skip
+    if a.deps.exists():
         sys.path.insert(0, str(a.deps))
     sys.path.insert(0, str(a.src))
     import transformers  # noqa: F401 - before the stubs: it probes for torchvision
@@ -158,10 +167,9 @@ def main() -> int:
         model, tok = official_model(opt, encoder, seed=2)
         sd = model.state_dict()  # unfiltered: also old_decoder_blocks.* / gated_cross_attn_layers.*
         torch.save({"model_state_dict": {"module." + k: v for k, v in sd.items()}}, tmp / "foundation.pt")
-        for name, path in (("audio-flamingo-1-foundation", tmp / "foundation.pt"), ("opt-iml-max-1_3b", opt),
-                           ("msclap-clapcap-2023", clapcap)):  # fmt: skip
-            weights.set_override(name, path)
-        ours.load()
+        files = {"audio-flamingo-1-foundation": tmp / "foundation.pt", "opt-iml-max-1_3b": opt, "msclap-clapcap-2023": clapcap}
+        with weights.overrides(files):
+            ours.load()
         processor = off_data.AudioTextDataProcessor(data_root=str(tmp), clap_config=CLAP_CONFIG, tokenizer=tok, max_tokens=512)
         worst = 0.0
         rng = np.random.default_rng(0)

@@ -3,17 +3,19 @@
 The official modules are imported from unpacked wheels, without installing them or their
 pins (msclap needs torchaudio / numpy < 2 / transformers < 5 only in ``CLAPWrapper``, which
 is not imported; laion_clap's ``clap_module.utils`` imports torchvision and h5py for code
-paths not used here, which are stubbed)::
+paths not used here, which are stubbed). The wheels of msclap==1.3.4, laion-clap==1.1.7 and
+torchlibrosa==0.1.0 are unpacked into ``benchmarks/.side/clap-src`` by
+``bash benchmarks/setup_side_envs.sh clap-src`` (``--src DIR`` reads another folder)::
 
-    pip download --no-deps msclap==1.3.4 laion-clap==1.1.7 torchlibrosa==0.1.0 -d /tmp/x
-    cd /tmp/x && for w in *.whl; do unzip -q -o $w -d src; done
-    python benchmarks/compare_clap_msclap.py --src /tmp/x/src
+    python benchmarks/compare_clap_msclap.py [--only msclap-2023 ...] [--no-wrapper]
 
-(librosa must be importable: torchlibrosa builds its filterbank with it.)
+(run with the project's python; librosa must be importable: torchlibrosa builds its
+filterbank with it.)
 
-``--wrapper-python PY`` also runs the official ``msclap.CLAPWrapper`` end to end in a side
-venv (``PY`` = its python, with ``msclap==1.3.4`` installed; see
-``benchmarks/msclap_wrapper_runner.py``) on wav files: 44.1-kHz files (tile padding, and
+The official ``msclap.CLAPWrapper`` also runs end to end, in the side venv
+``benchmarks/.side/msclap`` (``msclap==1.3.4`` with its pins; ``setup_side_envs.sh msclap``;
+another python with ``--wrapper-python PY``, none with ``--no-wrapper``; skipped when the
+venv is absent; see ``benchmarks/msclap_wrapper_runner.py``) on wav files: 44.1-kHz files (tile padding, and
 msclap's random crop under ``random.seed(item_seed(id))`` against ``windowing=reference_crop``)
 and a 16-kHz file (torchaudio's resampler in msclap, soxr VHQ here: the only intended
 difference).
@@ -39,6 +41,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+SIDE = Path(__file__).resolve().parent / ".side"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -85,8 +88,8 @@ def _keys(label: str, official: dict, ours: dict) -> None:
 
 def compare_msclap(src: Path, tmp: Path, version: str) -> None:
     from hsm_bench import weights
-    from hsm_bench.embedders import clap_tiny
     from hsm_bench.embedders.msclap import MSCLAP2022, MSCLAP2023
+    from tests import clap_tiny
 
     _package("msclap", src / "msclap")
     clap_mod = importlib.import_module("msclap.models.clap")
@@ -108,10 +111,9 @@ def compare_msclap(src: Path, tmp: Path, version: str) -> None:
     _randomise(official, 1)
     ckpt = tmp / f"CLAP_weights_{version}.pth"
     torch.save({"model": official.state_dict()}, ckpt)
-    weights.set_override(f"msclap-{version}", ckpt)
-    weights.set_override(text_name, folder)
     ours = ours_cls()
-    ours.load("cpu")
+    with weights.overrides({f"msclap-{version}": ckpt, text_name: folder}):
+        ours.load("cpu")
     _keys("state dict", official.state_dict(), ours.model.state_dict())
 
     sr = 44100
@@ -149,8 +151,8 @@ def compare_msclap(src: Path, tmp: Path, version: str) -> None:
 
 def compare_laion(src: Path, tmp: Path, variant: str) -> None:
     from hsm_bench import weights
-    from hsm_bench.embedders import clap_tiny
     from hsm_bench.embedders.laion_clap import LaionClap630kAudioset, LaionClapMusicSpeechAudioset
+    from tests import clap_tiny
 
     for stub in ("torchvision", "torchvision.ops", "torchvision.ops.misc", "h5py"):
         sys.modules.setdefault(stub, types.ModuleType(stub))
@@ -182,10 +184,9 @@ def compare_laion(src: Path, tmp: Path, variant: str) -> None:
 
     spec = weights.spec(cls.checkpoint_name)  # a stand-in file: drop the published size
     weights.WEIGHTS[spec.name] = dataclasses.replace(spec, size=None, sha256=None)
-    weights.set_override(cls.checkpoint_name, ckpt)
-    weights.set_override("roberta-base", folder)
     ours = cls()
-    ours.load("cpu")
+    with weights.overrides({cls.checkpoint_name: ckpt, "roberta-base": folder}):
+        ours.load("cpu")
     _keys("state dict", official.state_dict(), ours.model.state_dict())
 
     sr = 48000
@@ -221,10 +222,10 @@ def compare_wrapper(python: str, tmp: Path) -> None:
     import soundfile as sf
 
     from hsm_bench import weights
-    from hsm_bench.audio.resample import resample
-    from hsm_bench.embedders import clap_tiny
-    from hsm_bench.embedders.clap_common import item_seed, torchaudio_resample
+    from hsm_bench.audio.resample import resample, torchaudio_resample
+    from hsm_bench.embedders.clap_common import item_seed
     from hsm_bench.embedders.msclap import MSCLAP2023
+    from tests import clap_tiny
 
     print("msclap.CLAPWrapper (official package, side venv) vs hsm-bench msclap-2023, full-size HTS-AT")
     folder = clap_tiny.gpt2_folder(tmp / "gpt2", n_embd=768, n_layer=1, n_head=12)  # the YAML fixes 768
@@ -255,10 +256,9 @@ def compare_wrapper(python: str, tmp: Path) -> None:
     print("  " + res.stdout.strip().splitlines()[-1])
     ref = np.load(tmp / "wrapper.npz")
 
-    weights.set_override("msclap-2023", ckpt)
-    weights.set_override("gpt2", folder)
     ours = MSCLAP2023()
-    ours.load("cpu")
+    with weights.overrides({"msclap-2023": ckpt, "gpt2": folder}):
+        ours.load("cpu")
     for key, (x, sr) in cases.items():
         y0, _ = sf.read(tmp / f"{key}.wav", dtype="float32")
         for label, resampler in (("soxr", resample), ("torchaudio", torchaudio_resample)):
@@ -277,10 +277,23 @@ def compare_wrapper(python: str, tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, required=True, help="folder with the unpacked msclap/, laion_clap/, torchlibrosa/")
+    ap.add_argument("--src", type=Path, default=SIDE / "clap-src",
+                    help=f"folder with the unpacked msclap/, laion_clap/, torchlibrosa/ (default {SIDE / 'clap-src'})")  # fmt: skip
     ap.add_argument("--only", choices=["msclap-2023", "msclap-2022", "laion-tiny", "laion-base", "none"], action="append")
-    ap.add_argument("--wrapper-python", help="python of a venv with msclap==1.3.4 installed (end-to-end CLAPWrapper check)")
+    ap.add_argument("--wrapper-python", help=f"python of a venv with msclap==1.3.4 (default {SIDE / 'msclap' / 'bin' / 'python'})")
+    ap.add_argument("--no-wrapper", action="store_true", help="skip the end-to-end CLAPWrapper check")
     a = ap.parse_args()
+    if not (a.src / "msclap" / "models" / "clap.py").exists():
+        sys.exit(f"{a.src} holds no unpacked msclap: run `bash benchmarks/setup_side_envs.sh clap-src` (or pass --src)")
+    default_wrapper = SIDE / "msclap" / "bin" / "python"
+    if a.no_wrapper:
+        a.wrapper_python = None
+    elif a.wrapper_python is None and default_wrapper.exists():
+        a.wrapper_python = str(default_wrapper)
+    elif a.wrapper_python is None:
+        print(f"(CLAPWrapper check skipped: {default_wrapper} absent; bash benchmarks/setup_side_envs.sh msclap)")
+    import tests.clap_tiny  # noqa: F401 - the project's `tests` first: laion-clap's wheel ships a `tests` package too
+
     sys.path.insert(0, str(a.src))  # torchlibrosa
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     todo = a.only or ["msclap-2023", "msclap-2022", "laion-tiny", "laion-base"]

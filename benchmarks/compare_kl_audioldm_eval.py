@@ -3,12 +3,13 @@
 Writes N pairs of 10-s (and some shorter) clips at 16 kHz, a random-weight Cnn14 checkpoint
 in the official layout (``{"model": state_dict}``, random BatchNorm statistics too), then
 computes KL twice: with audioldm-eval's own ``Cnn14``, ``WaveDataset`` and ``calculate_kl``
-in a side venv (see benchmarks/audioldm_eval_runner.py for how to make it), and with
+in the side venv ``benchmarks/.side/aldm`` (``bash benchmarks/setup_side_envs.sh aldm``), and with
 ``hsm-bench score --metrics kl`` using the same checkpoint. audioldm-eval loads the file
 with ``load_state_dict(strict=True)``, so this also checks that our key names are the
 official ones.
 
-Usage: python benchmarks/compare_kl_audioldm_eval.py --aldm-python /work/venvs/aldm/bin/python [--n 16]
+Usage: python benchmarks/compare_kl_audioldm_eval.py [--n 16] [--aldm-python PATH]
+(``--aldm-python`` defaults to benchmarks/.side/aldm/bin/python)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+
+ALDM_PYTHON = Path(__file__).resolve().parent / ".side" / "aldm" / "bin" / "python"
 
 ALDM_SIDE = r"""
 import json, sys, torch, soundfile as sf
@@ -51,9 +54,11 @@ print(json.dumps(kl))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--aldm-python", required=True)
+    ap.add_argument("--aldm-python", default=str(ALDM_PYTHON), help=f"python of the audioldm-eval venv (default {ALDM_PYTHON})")
     ap.add_argument("--n", type=int, default=16)
     a = ap.parse_args()
+    if not Path(a.aldm_python).exists():
+        sys.exit(f"{a.aldm_python} not found: run `bash benchmarks/setup_side_envs.sh aldm` (or pass --aldm-python)")
     root = Path(tempfile.mkdtemp(prefix="hsm-kl-"))
     gen, tgt = root / "gen", root / "tgt"
     gen.mkdir()

@@ -1,13 +1,15 @@
-"""Side-venv half of ``compare_clap_msclap.py --wrapper-python``: the official ``msclap``
+"""Side-venv half of ``compare_clap_msclap.py``'s CLAPWrapper check: the official ``msclap``
 package's ``CLAPWrapper`` end to end (file reading, torchaudio resampling, tiling / random
 crop, GPT-2 tokenisation with its ``encode_plus``) on files written by the main half.
 
-Runs in a venv with ``msclap==1.3.4`` and its pins (numpy < 2, transformers < 5, torchaudio).
+Runs in the side venv ``benchmarks/.side/msclap`` (``msclap==1.3.4`` and its pins: numpy < 2,
+transformers < 5, torchaudio; made by ``bash benchmarks/setup_side_envs.sh msclap``).
 ``torchaudio.load`` needs torchcodec, which has no CPU build on PyPI: files are read with
 soundfile instead (same float32 samples, channels first). ``HF_HOME`` must hold a Hub-cache
 copy of the tiny ``gpt2`` folder (the main half builds it).
 
-Usage: python msclap_wrapper_runner.py WORKDIR   (reads WORKDIR/job.json, writes WORKDIR/wrapper.npz)
+Usage: benchmarks/.side/msclap/bin/python benchmarks/msclap_wrapper_runner.py WORKDIR
+(reads WORKDIR/job.json, writes WORKDIR/wrapper.npz; compare_clap_msclap.py starts it)
 """
 
 from __future__ import annotations
