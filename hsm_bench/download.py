@@ -8,6 +8,15 @@ is checked against the registry's size, md5 and sha256; a checkpoint without a p
 sha256 gets the one of its first download pinned in ``weights.lock.json``, so later copies
 must match it.
 
+Without network the command fails fast. Each host is contacted once before its first file:
+one HEAD request with a :data:`PROBE_TIMEOUT` timeout, no retries. A host that gives no
+HTTP answer (name not resolved, connection refused or closed, no answer in time), or that
+fails during a download, fails every file it serves at once, one line each, instead of
+huggingface_hub's five retries with back-off per file. ``HF_HUB_OFFLINE`` (or
+``TRANSFORMERS_OFFLINE``) set means the Hub is not contacted at all. A failed file leaves
+the weights folder as it was, except a non-empty partial download (``*.part``, or
+huggingface_hub's ``*.incomplete``) that a rerun resumes; the message says so.
+
 Which weights: names given on the command line, ``--metrics SET`` (each metric class's
 ``weights_for(params)`` with default params), ``--system NAME`` (a system class's
 ``weights``), or ``--all``.
@@ -15,15 +24,24 @@ Which weights: names given on the command line, ``--metrics SET`` (each metric c
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
+import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from hsm_bench import weights
 from hsm_bench.hashing import file_digest
 from hsm_bench.weights import WeightSpec, WeightsError
+
+PROBE_TIMEOUT = 10.0  # seconds; a host that answers nothing in this time is taken as unreachable
+PARTIAL_SUFFIXES = (".part", ".incomplete")  # resumable downloads (ours, huggingface_hub's)
 
 
 class DownloadError(WeightsError):
@@ -52,6 +70,139 @@ def names_for(names: list[str] | None = None, metrics: str | None = None, system
     return list(dict.fromkeys(out))
 
 
+# -- reachability ---------------------------------------------------------------------------
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_endpoint() -> str:
+    """The Hub's base URL, read now: huggingface_hub fixes ``HF_ENDPOINT`` when first imported."""
+    env = os.environ.get("HF_ENDPOINT")
+    if env:
+        return env.rstrip("/")
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return "https://huggingface.co"
+    return constants.ENDPOINT.rstrip("/")
+
+
+def origin(s: WeightSpec) -> str:
+    """``scheme://host[:port]`` that serves ``s``."""
+    u = urlsplit(hub_endpoint() if s.source.startswith("hf://") else s.source)
+    return f"{u.scheme}://{u.netloc}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+            yield exc.reason
+        exc = exc.__cause__ or exc.__context__
+
+
+_TRANSPORT = {"TransportError", "NetworkError", "TimeoutException", "ProxyError"}  # httpx2 bases
+
+
+def connection_problem(exc: BaseException, timeout: float | None = None) -> str | None:
+    """Why ``exc`` means the host gave no HTTP answer, or None (an HTTP status, a checksum...)."""
+    for e in _causes(exc):
+        if isinstance(e, urllib.error.HTTPError):
+            return None
+        if isinstance(e, socket.gaierror):
+            return "its name does not resolve"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, TimeoutError):
+            return f"no answer within {timeout:g} s" if timeout else "timed out"
+        if isinstance(e, (ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected,
+                          http.client.BadStatusLine, http.client.IncompleteRead)):  # fmt: skip
+            return "the connection was closed without an HTTP answer"
+        if isinstance(e, ssl.SSLError):
+            return f"TLS failed: {e}"
+        if any(c.__name__ in _TRANSPORT for c in type(e).__mro__):
+            return f"{type(e).__name__}: {' '.join(str(e).split())}"
+        if isinstance(e, OSError) and e.errno is not None:  # network unreachable, host down, ...
+            return os.strerror(e.errno)
+    return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a redirect is an answer: the host is reachable
+        return None
+
+
+def probe(base: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None when ``base`` answers one HEAD request (any HTTP status), else why it does not."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(base + "/", method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, http.client.HTTPException) as exc:
+        return connection_problem(exc, timeout) or " ".join(str(exc).split())
+
+
+class Hosts:
+    """Which hosts answered; each is probed once per command."""
+
+    def __init__(self, timeout: float = PROBE_TIMEOUT):
+        self.timeout = timeout
+        self.down: dict[str, str] = {}
+        self.up: set[str] = set()
+
+    def reason(self, base: str) -> tuple[str | None, bool]:
+        """(why ``base`` cannot be used or None, whether this call found it out)."""
+        if base in self.down:
+            return self.down[base], False
+        if base not in self.up:
+            why = probe(base, self.timeout)
+            if why:
+                self.down[base] = why
+                return why, True
+            self.up.add(base)
+        return None, False
+
+    def failed(self, base: str, why: str) -> None:
+        self.down[base] = why
+
+
+# -- leaving the weights folder as it was ----------------------------------------------------
+class _Undo:
+    """What existed under ``root`` before an attempt; :meth:`restore` removes what it added."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.before = set(root.rglob("*")) if root.exists() else set()
+        self.new_ancestors = []
+        p = root
+        while not p.exists():
+            self.new_ancestors.append(p)
+            p = p.parent
+
+    def restore(self) -> list[Path]:
+        """Remove new files and folders; keep non-empty partial downloads (returned)."""
+        files = [p for p in self.root.rglob("*") if not p.is_dir()] if self.root.exists() else []
+        kept = [p for p in files if p.name.endswith(PARTIAL_SUFFIXES) and p.lstat().st_size > 0]
+        for p in files:
+            if p in self.before or p in kept:
+                continue
+            # beside a kept partial, huggingface_hub's small bookkeeping files stay for the resume
+            if kept and p.lstat().st_size > 0 and not p.name.endswith(".lock"):
+                continue
+            p.unlink()
+        dirs = sorted((p for p in self.root.rglob("*") if p.is_dir() and p not in self.before),
+                      key=lambda p: len(p.parts), reverse=True) if self.root.exists() else []  # fmt: skip
+        for d in [*dirs, *self.new_ancestors]:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        return kept
+
+
+# -- fetching --------------------------------------------------------------------------------
 def _pin(s: WeightSpec, path: Path) -> None:
     lock = weights._lock_path()
     data = json.loads(lock.read_text()) if lock.exists() else {}
@@ -69,7 +220,7 @@ def _verify(s: WeightSpec, path: Path) -> None:
 
 
 def fetch_url(url: str, dest: Path, timeout: float = 60.0, chunk: int = 1 << 20) -> Path:
-    """Download ``url`` to ``dest`` via ``dest.part``, resuming a partial download."""
+    """Download ``url`` to ``dest`` via ``dest.part``, resuming a partial download (one attempt)."""
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
@@ -83,9 +234,16 @@ def fetch_url(url: str, dest: Path, timeout: float = 60.0, chunk: int = 1 << 20)
         raise
     with resp:
         mode = "ab" if have and resp.status == 206 else "wb"
+        length = resp.headers.get("Content-Length")
+        got = 0
         with open(part, mode) as f:
             while block := resp.read(chunk):
                 f.write(block)
+                got += len(block)
+        # read(amt) returns what arrived when the server hangs up early; a short file must
+        # stay a .part (resumable), never become the checkpoint
+        if length is not None and length.isdigit() and got < int(length):
+            raise http.client.IncompleteRead(b"", int(length) - got)
     part.replace(dest)
     return dest
 
@@ -95,47 +253,75 @@ def _hub(s: WeightSpec, dest: Path) -> Path:
         import huggingface_hub
     except ImportError as exc:
         raise DownloadError("Hub downloads need huggingface_hub: pip install 'hsm-bench[metrics]'") from exc
-    repo_path = s.source[len("hf://") :]
-    parts = repo_path.split("/")
-    repo_id = "/".join(parts[:2])
+    endpoint = hub_endpoint()
     if s.is_repo:
-        huggingface_hub.snapshot_download(repo_id, local_dir=str(dest), allow_patterns=s.extra.get("allow_patterns"))
+        huggingface_hub.snapshot_download(s.repo_id, local_dir=str(dest), allow_patterns=s.extra.get("allow_patterns"),
+                                          endpoint=endpoint)  # fmt: skip
         return dest
-    got = huggingface_hub.hf_hub_download(repo_id, "/".join(parts[2:]), local_dir=str(dest.parent))
+    in_repo = s.source[len("hf://") :].split("/", 2)[2]
+    got = huggingface_hub.hf_hub_download(s.repo_id, in_repo, local_dir=str(dest.parent), endpoint=endpoint)
     if Path(got).resolve() != dest.resolve():
         Path(got).replace(dest)
     return dest
 
 
-def download_one(name: str, force: bool = False) -> Path:
+def _present(s: WeightSpec, dest: Path) -> bool:
+    return weights.folder_complete(dest) if s.is_repo else dest.is_file()
+
+
+def _advice(name: str, s: WeightSpec, dest: Path) -> str:
+    what = "folder" if s.is_repo else "file"
+    return (f"run `hsm-bench download-weights {name}` on a connected machine and copy {weights.home()} to this one, "
+            f"or put the {what} at {dest}")  # fmt: skip
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def download_one(name: str, force: bool = False, hosts: Hosts | None = None) -> Path:
+    """Fetch and verify ``name``; a :class:`DownloadError` (one line) says what failed and what to do."""
     s = weights.spec(name)
     dest = weights.default_path(name)
-    if dest.exists() and not force:
+    if _present(s, dest) and not force:
         if dest.is_file():
             _verify(s, dest)
         print(f"{name}: present at {dest}")
         return dest
+    hosts = hosts or Hosts()
+    base = origin(s)
+    host = urlsplit(base).netloc
+    if s.source.startswith("hf://") and (_env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")):
+        raise DownloadError(f"{name}: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, so the Hub is not contacted: "
+                            f"unset it on a connected machine, or {_advice(name, s, dest)}")  # fmt: skip
+    why, now = hosts.reason(base)
+    if why:
+        lead = f"cannot reach {host} from this machine ({why})" if now else \
+            f"not tried: {host} could not be reached a moment ago ({why})"  # fmt: skip
+        raise DownloadError(f"{name}: {lead}; {_advice(name, s, dest)}")
     print(f"{name}: fetching {s.source}")
+    undo = _Undo(weights.home() / name)
+    existed = dest.exists()
     try:
         if s.source.startswith("hf://"):
             _hub(s, dest)
         else:
             fetch_url(s.source, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise DownloadError(
-            f"cannot fetch {name} from {s.source}: {exc}. This machine may have no access to that host: "
-            f"run `hsm-bench download-weights {name}` on a connected machine and copy {weights.home()} here, "
-            f"or put the file at {dest}"
-        ) from exc
-    except Exception as exc:  # huggingface_hub raises its own offline / not-found errors
-        if type(exc).__module__.startswith("huggingface_hub"):
-            raise DownloadError(
-                f"cannot fetch {name} from the Hugging Face Hub ({type(exc).__name__}: {exc}). On a machine without "
-                f"Hub access, copy the files from a connected machine into {dest}"
-            ) from exc
-        raise
-    if dest.is_file():
-        _verify(s, dest)
+        if dest.is_file():
+            _verify(s, dest)
+    except BaseException as exc:
+        kept = undo.restore()
+        if not isinstance(exc, Exception):  # Ctrl-C: the folder is tidied, the interrupt goes on
+            raise
+        resume = f" (partial download kept at {kept[0]}: a rerun resumes it)" if kept else ""
+        why = connection_problem(exc)
+        if why:
+            hosts.failed(base, why)
+            raise DownloadError(f"{name}: lost the connection to {host} ({why}){resume}; {_advice(name, s, dest)}") from exc
+        if isinstance(exc, WeightsError):  # a checksum: the new file is of no use
+            gone = " (the download was removed)" if not existed and not dest.exists() else ""
+            raise DownloadError(f"{name}: {_one_line(exc)}{gone}{resume}") from exc
+        raise DownloadError(f"{name}: cannot fetch {s.source}: {type(exc).__name__}: {_one_line(exc)}{resume}") from exc
     print(f"{name}: ok -> {dest}")
     return dest
 
@@ -145,12 +331,13 @@ def download_weights(names=None, metrics=None, system=None, all_weights=False, f
     if not todo:
         print("nothing to fetch: name weights, or give --metrics / --system / --all (see `hsm-bench ls weights`)")
         return 0 if (metrics or system) else 2
+    hosts = Hosts()
     failed = []
     for name in todo:
         try:
-            download_one(name, force=force)
+            download_one(name, force=force, hosts=hosts)
         except WeightsError as exc:
-            print(f"hsm-bench download-weights: {exc}", file=sys.stderr)
+            print(f"hsm-bench download-weights: {_one_line(exc)}", file=sys.stderr)
             failed.append(name)
     if failed:
         print(f"{len(failed)} of {len(todo)} failed: {', '.join(failed)}", file=sys.stderr)

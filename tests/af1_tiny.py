@@ -64,7 +64,7 @@ def opt_folder(dest: Path, hidden: int = 32, layers: int = 3, seed: int = 0) -> 
 def clapcap_checkpoint(path: Path, seed: int = 0) -> Path:
     import torch
 
-    from hsm_bench.embedders.clap_tiny import randomise_statistics
+    from tests.clap_tiny import randomise_statistics
     from hsm_bench.embedders.msclap import MSCLAP2023
 
     torch.manual_seed(seed)

@@ -8,6 +8,7 @@ benchmarks/compare_clap_msclap.py (it needs the unpacked msclap / laion_clap whe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -16,15 +17,20 @@ import pytest
 import torch
 
 from hsm_bench import weights
-from hsm_bench.embedders import clap_tiny
-from hsm_bench.embedders.clap_common import CheckpointError, tokenizer_from
+from hsm_bench.embedders.clap_common import tokenizer_from
 from hsm_bench.embedders.laion_clap import LaionClap630kAudioset, LaionClapHF, LaionClapMusicSpeechAudioset
 from hsm_bench.embedders.msclap import MSCLAP2022, MSCLAP2023
+from hsm_bench.weights import CheckpointError
+from tests import clap_tiny
 
 TINY_2023 = {**clap_tiny.TINY_HTSAT, "d_proj": 16}
 TINY_2022 = {**clap_tiny.TINY_CNN14, "d_proj": 16}
 TINY_LAION = {**clap_tiny.TINY_HTSAT, "joint_dim": 16}
 CAPTIONS = ["a dog barks while cars pass by", "rain falls on a metal roof!", "noise hisses"]
+# References computed by hand run at other batch shapes than the embedders (which fill
+# fixed-size batches), so other GEMM kernels round float32 sums differently (<= 1e-7 seen);
+# they are compared with this bound. Repeated computations are compared exactly.
+TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +50,16 @@ def files(tmp_path_factory):
 
 @pytest.fixture
 def use(monkeypatch):
-    """``use(name, path)``: a --weights override for this test only."""
+    """``use(name, path)``: a --weights override until the end of the test."""
+    with contextlib.ExitStack() as stack:
 
-    def _use(name: str, path: Path) -> None:
-        monkeypatch.setitem(weights._overrides, name, Path(path))
-        spec = weights.spec(name)
-        if spec.size or spec.sha256:  # a stand-in file cannot have the published size
-            monkeypatch.setitem(weights.WEIGHTS, name, dataclasses.replace(spec, size=None, sha256=None))
+        def _use(name: str, path: Path) -> None:
+            stack.enter_context(weights.overrides({name: path}))
+            spec = weights.spec(name)
+            if spec.size or spec.sha256:  # a stand-in file cannot have the published size
+                monkeypatch.setitem(weights.WEIGHTS, name, dataclasses.replace(spec, size=None, sha256=None))
 
-    return _use
+        yield _use
 
 
 def _clips(sr: int, seconds: list[float], seed: int = 0) -> list[np.ndarray]:
@@ -69,12 +76,20 @@ def _emb(e, clips):
 
 
 # ------------------------------------------------------------------ official layouts
+def _layout(embedder, text_config=None) -> dict:
+    """The state dict of the full-size model on the meta device: names and shapes, no
+    memory and no random initialisation (seconds for these 35-90 M parameter models)."""
+    with torch.device("meta"):
+        return embedder.build(None, text_config).state_dict()
+
+
 def test_full_size_state_dicts_have_the_official_audio_keys():
     """Counts and names of the official modules (checked against their code by
     benchmarks/compare_clap_msclap.py: 237 / 132 / 241 / 328 keys with the tiny text models)."""
-    e = MSCLAP2023()
-    e.init_random()
-    sd = e.model.state_dict()
+    from transformers import BertConfig, GPT2Config
+
+    tiny_text = {"num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 10}
+    sd = _layout(MSCLAP2023(), GPT2Config(n_embd=8, bos_token_id=0, eos_token_id=0, **tiny_text))
     audio = [k for k in sd if k.startswith("audio_encoder.")]
     assert len(audio) == 204
     for k, shape in {
@@ -93,17 +108,13 @@ def test_full_size_state_dicts_have_the_official_audio_keys():
         assert tuple(sd[k].shape) == shape, k
     assert "audio_encoder.base.htsat.layers.3.blocks.1.attn_mask" not in sd  # 8x8 stage: one window, no shift
 
-    e = MSCLAP2022()
-    e.init_random()
-    sd = e.model.state_dict()
+    sd = _layout(MSCLAP2022(), BertConfig(hidden_size=8, intermediate_size=8, **tiny_text))
     assert len([k for k in sd if k.startswith("audio_encoder.")]) == 88
     assert tuple(sd["audio_encoder.base.conv_block6.conv2.weight"].shape) == (2048, 2048, 3, 3)
     assert tuple(sd["audio_encoder.projection.linear1.weight"].shape) == (1024, 2048)
 
     for cls, n_audio, dim in ((LaionClap630kAudioset, 200, 768), (LaionClapMusicSpeechAudioset, 287, 1024)):
-        e = cls()
-        e.init_random()
-        sd = e.model.state_dict()
+        sd = _layout(cls())
         assert len([k for k in sd if k.startswith("audio_branch.")]) == n_audio
         assert tuple(sd["audio_projection.0.weight"].shape) == (512, dim)
         assert {"audio_transform.sequential.3.bias", "logit_scale_a", "logit_scale_t"} <= set(sd)
@@ -112,7 +123,7 @@ def test_full_size_state_dicts_have_the_official_audio_keys():
 def test_front_end_matches_librosa():
     """The fixed front end equals librosa's STFT power and Slaney mel filterbank."""
     librosa = pytest.importorskip("librosa")
-    e = MSCLAP2023()
+    e = MSCLAP2023(arch=TINY_2023)  # the tiny widths keep the full-size front end
     e.init_random()
     htsat = e.model.audio_encoder.base.htsat
     x = _clips(44100, [1.0])[0]
@@ -164,7 +175,7 @@ def test_gpt2_text_pooling_follows_msclap(files, use):
         hidden = base(input_ids=ids, attention_mask=toks["attention_mask"])[0]
         want = e.model.caption_encoder.projection(hidden[1, last])
     got = e.embed_text(["rain falls on a metal roof!"])[0]
-    np.testing.assert_allclose(got, torch.nn.functional.normalize(want, dim=-1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(got, torch.nn.functional.normalize(want, dim=-1).numpy(), atol=TOL)
     # a text longer than 77 tokens is padded to its own length (msclap does not truncate)
     long = " ".join(["a dog barks"] * 20)
     assert 77 < e._tokens([long])["input_ids"].shape[1] <= 128
@@ -187,7 +198,7 @@ def test_msclap2022_round_trip_and_bert_cls(files, use):
     with torch.no_grad():
         h = e.model.caption_encoder.base(**toks)[0][:, 0]
         want = torch.nn.functional.normalize(e.model.caption_encoder.projection(h), dim=-1).numpy()
-    np.testing.assert_allclose(e.embed_text(["A Dog barks"]), want, atol=1e-6)
+    np.testing.assert_allclose(e.embed_text(["A Dog barks"]), want, atol=TOL)
     clips = _clips(44100, [5.0, 1.0])
     a, b = _emb(e, clips), _emb(e, clips)
     np.testing.assert_array_equal(a, b)
@@ -281,6 +292,7 @@ def test_wrong_text_folder_is_rejected(files, use):
 
 def test_missing_weights_name_the_download_command(tmp_path, monkeypatch):
     monkeypatch.setenv("HSM_BENCH_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))  # Hub folders may come from there
     for cls, name in ((MSCLAP2023, "msclap-2023"), (LaionClapMusicSpeechAudioset, "laion-clap-music-speech-audioset")):
         with pytest.raises(weights.WeightsMissingError, match=f"hsm-bench download-weights {name}") as exc:
             cls().load("cpu")
@@ -310,13 +322,13 @@ def test_laion_original_round_trip(files, use):
     padded[: len(reps)] = reps
     with torch.no_grad():
         want = e.model.audio_projection(e.model.audio_branch(torch.from_numpy(padded)[None])["embedding"])
-    np.testing.assert_allclose(a[1], torch.nn.functional.normalize(want, dim=-1)[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(a[1], torch.nn.functional.normalize(want, dim=-1)[0].numpy(), atol=TOL)
     # text: RoBERTa pooler_output -> projection, padded / truncated to 77
     tok = e.tokenizer(CAPTIONS, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
     with torch.no_grad():
         pooled = e.model.text_branch(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).pooler_output
         want = torch.nn.functional.normalize(e.model.text_projection(pooled), dim=-1).numpy()
-    np.testing.assert_allclose(e.embed_text(CAPTIONS), want, atol=1e-6)
+    np.testing.assert_allclose(e.embed_text(CAPTIONS), want, atol=TOL)
     # int16=False skips the quantisation
     e2 = LaionClap630kAudioset(arch=TINY_LAION, int16=False)
     e2.load("cpu")

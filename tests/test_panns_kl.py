@@ -19,10 +19,12 @@ librosa = pytest.importorskip("librosa")
 SMALL = {"widths": (8, 8, 16, 16, 32, 32)}  # same layer names, fewer channels
 
 
-@pytest.fixture(autouse=True)
-def _clear_overrides():
-    yield
-    weights._overrides.clear()
+def _load(path, **params):
+    """A Cnn14_16k embedder loaded from ``path`` given as ``--weights panns-cnn14-16k=PATH``."""
+    emb = Cnn14_16k(**params)
+    with weights.overrides({"panns-cnn14-16k": path}):
+        emb.load()
+    return emb
 
 
 def _checkpoint(path, sample_rate=16000, seed=0, **arch):
@@ -69,9 +71,7 @@ def test_front_end_matches_librosa():
 
 def test_round_trip_through_the_weights_resolver(tmp_path):
     model = _checkpoint(tmp_path / "c.pth", **SMALL)
-    weights.set_override("panns-cnn14-16k", tmp_path / "c.pth")
-    emb = Cnn14_16k(arch=SMALL)
-    emb.load()
+    emb = _load(tmp_path / "c.pth", arch=SMALL)
     clip = _clips(1)[0]
     with torch.no_grad():
         direct = model(torch.from_numpy(clip)[None])["logits"][0].numpy()
@@ -81,14 +81,12 @@ def test_round_trip_through_the_weights_resolver(tmp_path):
 
 def test_wrong_checkpoints_are_rejected(tmp_path):
     _checkpoint(tmp_path / "c32.pth", 32000, **SMALL)
-    weights.set_override("panns-cnn14-16k", tmp_path / "c32.pth")
-    with pytest.raises(weights.WeightsError, match="wrong shape.*conv_real"):
-        Cnn14_16k(arch=SMALL).load()
+    with pytest.raises(weights.CheckpointError, match="wrong shape.*conv_real"):
+        _load(tmp_path / "c32.pth", arch=SMALL)
     sd = Cnn14(16000, **SMALL).state_dict()
     torch.save({"model": {k.replace("conv_block", "block"): v for k, v in sd.items()}}, tmp_path / "renamed.pth")
-    weights.set_override("panns-cnn14-16k", tmp_path / "renamed.pth")
-    with pytest.raises(weights.WeightsError, match="missing.*unexpected"):
-        Cnn14_16k(arch=SMALL).load()
+    with pytest.raises(weights.CheckpointError, match="missing.*unexpected"):
+        _load(tmp_path / "renamed.pth", arch=SMALL)
 
 
 def test_missing_weights_name_the_download_command():
@@ -109,9 +107,7 @@ def _independent_kl(p_logits, q_logits):
 
 def test_kl_against_an_independent_computation(tmp_path):
     model = _checkpoint(tmp_path / "c.pth", **SMALL)
-    weights.set_override("panns-cnn14-16k", tmp_path / "c.pth")
-    emb = Cnn14_16k(arch=SMALL)
-    emb.load()
+    emb = _load(tmp_path / "c.pth", arch=SMALL)
     metric = KL()
     metric.use_embedder(emb)
     est, ref = _clips(2)
@@ -134,9 +130,7 @@ def test_kl_against_an_independent_computation(tmp_path):
 
 def test_reference_features_are_cached_once(tmp_path):
     _checkpoint(tmp_path / "c.pth", **SMALL)
-    weights.set_override("panns-cnn14-16k", tmp_path / "c.pth")
-    emb = Cnn14_16k(arch=SMALL)
-    emb.load()
+    emb = _load(tmp_path / "c.pth", arch=SMALL)
     calls = []
     real = emb.embed_audio
     emb.embed_audio = lambda clips: calls.append(len(clips)) or real(clips)

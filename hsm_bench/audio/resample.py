@@ -1,12 +1,21 @@
-"""The one resampler of the harness.
+"""The one resampler of the harness, and the reference-compatible one metrics may need.
 
-soxr in "VHQ" mode, single-threaded, on float64. Every stage (test-set building, feeding
-systems, bringing outputs back, metrics without a reference-specific resampler) uses this
-function, so a number never depends on which stage happened to resample. A metric that
-reproduces a reference with a different resampler does so itself and says so.
+:func:`resample` is the harness's one resampler: soxr in "VHQ" mode, single-threaded, on
+float64. Every stage (test-set building, feeding systems, bringing outputs back, metrics
+without a reference-specific resampler) uses it, so a number never depends on which stage
+happened to resample.
+
+:func:`torchaudio_resample` is not a second harness resampler: it re-implements
+``torchaudio.transforms.Resample``'s default windowed sinc for metrics that reproduce a
+torchaudio-based reference (msclap's ``read_audio``, CLAPScore_for_LASS, audioldm-eval's
+loader), where the reference's own resampling is part of the number. A metric that uses it
+says so in its definition. torch is imported only when it runs.
 """
 
 from __future__ import annotations
+
+import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,3 +43,44 @@ def resampled_length(n: int, orig_sr: int, target_sr: int) -> int:
     if orig_sr == target_sr:
         return n
     return int(round(n * target_sr / orig_sr))
+
+
+def torchaudio_resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """``torchaudio.transforms.Resample(orig_sr, new_sr)`` with its defaults, on torch alone.
+
+    The rates are reduced by their gcd to ``o -> n``; the cutoff is ``min(o, n) * 0.99``
+    (rolloff) in units of the reduced rate; each of the ``n`` output phases has a kernel
+    over ``2 w + o`` input taps, ``w = ceil(6 o / cutoff)``: ``sinc(pi t) * cos(pi t / 12)^2
+    * cutoff / o`` with ``t = (tap / o - phase / n) * cutoff`` clamped to [-6, 6] (Hann
+    window, 6 zero crossings). The kernel is built in float64 (the phase term in float32, as
+    torchaudio does) and applied in float32 as a strided convolution over the signal
+    zero-padded by ``w`` before and ``w + o`` after; the output keeps ``ceil(n * len / o)``
+    samples.
+    """
+    if orig_sr == new_sr:
+        return np.asarray(x, dtype=np.float32)
+    import torch
+
+    g = math.gcd(int(orig_sr), int(new_sr))
+    o, n = int(orig_sr) // g, int(new_sr) // g
+    kernel, w = _sinc_kernel(o, n)
+    wave = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(1, 1, -1)
+    out = torch.nn.functional.conv1d(torch.nn.functional.pad(wave, (w, w + o)), kernel, stride=o)
+    out = out.transpose(1, 2).reshape(-1)
+    return out[: math.ceil(n * len(x) / o)].numpy()
+
+
+@lru_cache(maxsize=8)
+def _sinc_kernel(o: int, n: int):
+    import torch
+
+    cutoff = min(o, n) * 0.99
+    zeros = 6
+    w = math.ceil(zeros * o / cutoff)
+    taps = torch.arange(-w, w + o, dtype=torch.float64)[None, None] / o
+    t = (torch.arange(0, -n, -1)[:, None, None] / n + taps) * cutoff  # [n, 1, 2w + o]
+    t = t.clamp(-zeros, zeros)
+    window = torch.cos(t * math.pi / zeros / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * window * (cutoff / o)
+    return kernel.float(), w

@@ -26,7 +26,9 @@ Versions:
   local copy of ``nvidia/audio-flamingo-3-hf`` (weights ``audio-flamingo-3-hf``). Its LLM is
   Qwen2.5-7B, so h(x) is 3584-d, not the paper's 2048-d. Clips are grouped by length and run
   ``batch_size`` at a time, the last batch filled with copies, so no clip is ever padded and
-  an embedding never depends on the other clips of its batch.
+  an embedding does not depend on the content of the other clips of its batch (its row in
+  the batch, the batch size and the thread count may still change it at float32 rounding
+  level).
 * ``audio-flamingo-1``: the 2048-d model the paper describes (OPT-IML-MAX-1.3B with Flamingo
   cross-attention), in :mod:`hsm_bench.embedders.audio_flamingo1`; AFSim's default.
 * ``audio-flamingo-2`` (Qwen2.5-3B, also 2048-d): not implemented; constructing it raises
@@ -35,7 +37,6 @@ Versions:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -87,17 +88,6 @@ def folder_config(folder: Path, model_type: str, needed: str, weights_name: str)
     return config
 
 
-def folder_digest(folder: Path) -> str | None:
-    """sha256 over the names and sha256s of a model folder's weight files (None if it has none)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.name}:{weights.file_sha256(p)}\n".encode())
-    return h.hexdigest()
-
-
 class AudioFlamingoEmbedder(Embedder):
     af_version: ClassVar[str] = ""
 
@@ -140,9 +130,7 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
         import torch
         from transformers import AudioFlamingo3ForConditionalGeneration, AutoProcessor
 
-        from hsm_bench.embedders.clap_common import hub_folder
-
-        folder = hub_folder(self.weights[0])
+        folder = weights.resolve(self.weights[0])
         folder_config(folder, "audioflamingo3", "Audio Flamingo 3", self.weights[0])
         model, report = AudioFlamingo3ForConditionalGeneration.from_pretrained(
             str(folder), dtype=getattr(torch, self.dtype), output_loading_info=True, local_files_only=True
@@ -166,7 +154,7 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
         self.hidden_size = int(model.config.text_config.hidden_size)
         self.device = device
         self.loaded = True
-        self.checkpoint_sha256 = folder_digest(folder)
+        self.checkpoint_sha256 = weights.path_sha256(folder)
 
     def prompt_text(self) -> str:
         """The prompt with its audio placeholder, as the checkpoint's chat template formats it."""
@@ -184,7 +172,7 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
             for s in range(0, len(idx), self.batch_size):
                 chunk = idx[s : s + self.batch_size]
                 batch = [clips[i] for i in chunk]
-                batch += [batch[-1]] * (self.batch_size - len(batch))  # fixed shape: no batch effects
+                batch += [batch[-1]] * (self.batch_size - len(batch))  # fixed shape: other clips' content has no effect
                 for i, feats in zip(chunk, self._forward(batch)):
                     out[i] = feats
         return out  # type: ignore[return-value]

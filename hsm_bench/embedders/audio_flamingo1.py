@@ -63,7 +63,6 @@ from hsm_bench.embedders.audio_flamingo import (
     CAPTION_PROMPT,
     AudioFlamingoEmbedder,
     folder_config,
-    folder_digest,
     pooling_mask,
 )
 
@@ -227,23 +226,21 @@ class AudioFlamingo1(AudioFlamingoEmbedder):
         return AudioEncoder(HTSATWrapper(cfg), cfg.num_features, int(self.arch["clap"].get("d_proj", 1024)))
 
     def load(self, device: str = "cpu") -> None:
-        from hsm_bench.embedders.clap_common import hub_folder
-
         ckpt, clapcap = weights.resolve(FOUNDATION), weights.resolve(CLAPCAP)  # missing -> one-line error
-        folder = hub_folder(OPT)
+        folder = weights.resolve(OPT)
         clap = self._load_clap(clapcap)
         tokenizer, lm = self._load_lm(folder)
         model = _build_model(lm, int(clap.projection.linear1.out_features), self.arch)
         self._load_flamingo(model, ckpt, tokenizer)
         digest = hashlib.sha256()
         for label, sha in ((FOUNDATION, weights.checkpoint_sha256(FOUNDATION)), (CLAPCAP, weights.checkpoint_sha256(CLAPCAP)),
-                           (OPT, folder_digest(folder))):  # fmt: skip
+                           (OPT, weights.path_sha256(folder))):  # fmt: skip
             digest.update(f"{label}:{sha}\n".encode())
         self._finish(model, clap, tokenizer, device)
         self.checkpoint_sha256 = digest.hexdigest()
 
     def _load_clap(self, path):
-        from hsm_bench.embedders.clap_common import CheckpointError, check_state_dict, load_torch_file
+        from hsm_bench.weights import CheckpointError, check_state_dict, load_torch_file
 
         raw = load_torch_file(path)
         state = raw.get("model") if isinstance(raw, dict) else None
@@ -274,7 +271,7 @@ class AudioFlamingo1(AudioFlamingoEmbedder):
     def _load_flamingo(self, model, path, tokenizer) -> None:
         import torch
 
-        from hsm_bench.embedders.clap_common import CheckpointError, load_torch_file
+        from hsm_bench.weights import CheckpointError, load_torch_file
 
         raw = load_torch_file(path)
         if not isinstance(raw, dict) or not isinstance(raw.get("model_state_dict"), dict):
@@ -408,7 +405,7 @@ class AudioFlamingo1(AudioFlamingoEmbedder):
         for s in range(0, len(clips), self.batch_size):
             batch = list(clips[s : s + self.batch_size])
             n_real = len(batch)
-            batch += [batch[-1]] * (self.batch_size - n_real)  # fixed shape: no batch effects
+            batch += [batch[-1]] * (self.batch_size - n_real)  # fixed shape: other clips' content has no effect
             out += self._forward(batch)[:n_real]
         return out
 

@@ -1,4 +1,4 @@
-"""What the CLAP embedders share: windowing, checkpoint checks, Hub folders, the base class.
+"""What the CLAP embedders share: windowing, the base class, the text-folder tokenizer.
 
 Windowing (deterministic; the references crop at random)
 ---------------------------------------------------------
@@ -23,13 +23,10 @@ first downmixed to mono (mean over channels; msclap would concatenate the channe
   :func:`item_seed` derives the seed from the item id (sha256 of ``"{seed}:{id}"``, 32 bits),
   so estimate, reference and mixture of one item share the crop.
 
-Checkpoints
------------
-:func:`check_state_dict` compares a checkpoint with the model key for key and shape for
-shape and raises :class:`CheckpointError` (one line: missing, unexpected and mis-shaped
-keys, plus a hint when the file is another model's). The only tolerated extras are
-buffers older transformers versions stored (GPT-2's causal ``attn.bias`` /
-``attn.masked_bias``, BERT/RoBERTa ``embeddings.position_ids``), checked for their values.
+Checkpoints are read and checked with :func:`hsm_bench.weights.load_torch_file` and
+:func:`hsm_bench.weights.check_state_dict`; text-model folders are found by
+:func:`hsm_bench.weights.resolve` (which also accepts a complete copy in the Hugging Face
+cache).
 """
 
 from __future__ import annotations
@@ -37,20 +34,13 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 
-from hsm_bench import weights
 from hsm_bench.embedders.base import Embedder
-
-
-class CheckpointError(weights.WeightsError):
-    """A checkpoint file that does not fit the model it is loaded into."""
 
 
 # -- windowing ------------------------------------------------------------------------
@@ -115,170 +105,6 @@ def reference_crop(x: np.ndarray, window: int, rule: str, seed: int) -> np.ndarr
     return x[start : start + window].copy()
 
 
-# -- the references' resampler ------------------------------------------------------------
-def torchaudio_resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """``torchaudio.transforms.Resample(orig_sr, new_sr)`` with its defaults, on torch alone.
-
-    Windowed-sinc interpolation (msclap's ``read_audio``, CLAPScore_for_LASS): the rates are
-    reduced by their gcd to ``o -> n``; the cutoff is ``min(o, n) * 0.99`` (rolloff) in units
-    of the reduced rate; each of the ``n`` output phases has a kernel over ``2 w + o`` input
-    taps, ``w = ceil(6 o / cutoff)``: ``sinc(pi t) * cos(pi t / 12)^2 * cutoff / o`` with
-    ``t = (tap / o - phase / n) * cutoff`` clamped to [-6, 6] (Hann window, 6 zero
-    crossings). The kernel is built in float64 (the phase term in float32, as torchaudio
-    does) and applied in float32 as a strided convolution over the signal zero-padded by
-    ``w`` before and ``w + o`` after; the output keeps ``ceil(n * len / o)`` samples.
-    """
-    if orig_sr == new_sr:
-        return np.asarray(x, dtype=np.float32)
-    g = math.gcd(int(orig_sr), int(new_sr))
-    o, n = int(orig_sr) // g, int(new_sr) // g
-    kernel, w = _sinc_kernel(o, n)
-    wave = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(1, 1, -1)
-    out = torch.nn.functional.conv1d(torch.nn.functional.pad(wave, (w, w + o)), kernel, stride=o)
-    out = out.transpose(1, 2).reshape(-1)
-    return out[: math.ceil(n * len(x) / o)].numpy()
-
-
-@lru_cache(maxsize=8)
-def _sinc_kernel(o: int, n: int) -> tuple[torch.Tensor, int]:
-    cutoff = min(o, n) * 0.99
-    zeros = 6
-    w = math.ceil(zeros * o / cutoff)
-    taps = torch.arange(-w, w + o, dtype=torch.float64)[None, None] / o
-    t = (torch.arange(0, -n, -1)[:, None, None] / n + taps) * cutoff  # [n, 1, 2w + o]
-    t = t.clamp(-zeros, zeros)
-    window = torch.cos(t * math.pi / zeros / 2) ** 2
-    t = t * math.pi
-    kernel = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * window * (cutoff / o)
-    return kernel.float(), w
-
-
-# -- checkpoints ----------------------------------------------------------------------
-def load_torch_file(path: str | Path) -> Any:
-    """``torch.load`` on CPU: weights-only when the file allows it, memory-mapped if possible.
-
-    Official CLAP checkpoints may hold non-tensor metadata (an argparse namespace, numpy
-    scalars) that the weights-only unpickler refuses; such files are loaded in full. They
-    are sha256-pinned by ``hsm-bench download-weights``.
-    """
-    import pickle
-
-    weights_only = True
-    for mmap in (True, False):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
-        except pickle.UnpicklingError as first:  # non-tensor metadata: load in full
-            weights_only = False
-            try:
-                return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-            except RuntimeError as exc:
-                if mmap and "mmap" in str(exc):
-                    continue
-                raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-            except Exception as exc:  # noqa: BLE001 - not a torch file at all
-                raise CheckpointError(f"cannot read checkpoint {path}: {first}") from exc
-        except RuntimeError as exc:
-            if mmap and "mmap" in str(exc):  # legacy (non-zip) format: no memory map
-                continue
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-        except (EOFError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    raise CheckpointError(f"cannot read checkpoint {path}")  # pragma: no cover
-
-
-_LEGACY = [
-    # GPT-2 causal mask / masked value, stored by transformers < 4.3x
-    (re.compile(r"\.h\.\d+\.attn\.bias$"), "causal"),
-    (re.compile(r"\.h\.\d+\.attn\.masked_bias$"), "masked_bias"),
-    (re.compile(r"\.embeddings\.position_ids$"), "position_ids"),
-    (re.compile(r"\.embeddings\.token_type_ids$"), "zeros"),
-]
-
-
-def _legacy_ok(kind: str, t: torch.Tensor) -> bool:
-    t = t.detach()
-    if kind == "causal":
-        n = t.shape[-1]
-        return t.ndim >= 2 and bool(torch.equal(t.reshape(n, n).bool(), torch.ones(n, n).tril().bool()))
-    if kind == "masked_bias":
-        return t.numel() == 1 and float(t) <= -1e4 + 1e-3
-    if kind == "position_ids":
-        return bool(torch.equal(t.reshape(-1).long(), torch.arange(t.numel())))
-    return bool((t == 0).all())
-
-
-def check_state_dict(
-    model: torch.nn.Module,
-    state: dict[str, torch.Tensor],
-    what: str,
-    source: str,
-    hints: list[tuple[str, str]] = (),
-    optional_prefixes: tuple[str, ...] = (),
-) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors for ``model``, or :class:`CheckpointError`.
-
-    ``hints``: (key prefix, message) pairs; a checkpoint holding such a key (and failing)
-    gets the message (e.g. "this is an MS-CLAP 2022 file"). Keys under
-    ``optional_prefixes`` may be missing (the caller fills them elsewhere).
-    """
-    expected = model.state_dict()
-    clean: dict[str, torch.Tensor] = {}
-    unexpected, bad_legacy = [], []
-    for k, v in state.items():
-        if k in expected:
-            clean[k] = v
-            continue
-        legacy = next((kind for rx, kind in _LEGACY if rx.search(k)), None)
-        if legacy is None or not torch.is_tensor(v):
-            unexpected.append(k)
-        elif not _legacy_ok(legacy, v):
-            bad_legacy.append(k)
-    missing = [k for k in expected if k not in clean and not k.startswith(optional_prefixes)]
-    shapes = [
-        f"{k} {list(clean[k].shape)} (model {list(expected[k].shape)})"
-        for k in clean
-        if torch.is_tensor(clean[k]) and tuple(clean[k].shape) != tuple(expected[k].shape)
-    ]
-    nontensor = [k for k, v in clean.items() if not torch.is_tensor(v)]
-    if missing or unexpected or shapes or bad_legacy or nontensor:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes),
-                            ("unexpected buffer values", bad_legacy), ("not tensors", nontensor)):  # fmt: skip
-            if keys:
-                parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
-        hint = next((msg for prefix, msg in hints if prefix and any(k.startswith(prefix) for k in state)), "")
-        raise CheckpointError(f"{source} is not a {what} checkpoint: {'; '.join(parts)}{'. ' + hint if hint else ''}")
-    return clean
-
-
-def file_sha256(path: Path) -> str | None:
-    return weights.file_sha256(path) if path.is_file() else None
-
-
-# -- Hub folders (text models, tokenizers, transformers models) ---------------------------
-def hub_folder(name: str) -> Path:
-    """Local folder of the Hub repository registered as weights ``name``.
-
-    ``$HSM_BENCH_HOME/weights/<name>/<repo>`` (or ``--weights name=DIR``); failing that, a
-    complete copy in the Hugging Face cache (no network); otherwise the resolver's
-    one-line :class:`~hsm_bench.weights.WeightsMissingError`.
-    """
-    try:
-        return weights.resolve(name)
-    except weights.WeightsMissingError:
-        spec = weights.spec(name)
-        repo = spec.source.removeprefix("hf://")
-        try:
-            from huggingface_hub import snapshot_download
-
-            path = Path(snapshot_download(repo, local_files_only=True))
-            if (path / "config.json").exists():
-                return path
-        except Exception:  # noqa: BLE001 - not in the cache: report the resolver's error
-            pass
-        raise
-
-
 # -- base class -----------------------------------------------------------------------------
 class ClapEmbedder(Embedder):
     """A CLAP model: ``embed_audio`` (windowed, see the module docstring) and ``embed_text``.
@@ -286,7 +112,10 @@ class ClapEmbedder(Embedder):
     Params common to all CLAP embedders: ``hop_s`` (window hop in seconds for clips longer
     than the window; None = the window length), ``batch_size`` (windows per forward pass;
     every pass has exactly this many, the last one zero-filled, so an embedding does not
-    depend on the other clips of its batch: same run twice, any order, same numbers),
+    depend on the content of the other clips of its batch: the same run repeated gives the
+    same numbers. Another batch size, another order (windows in other batch rows) or
+    another thread count may change them at float32 rounding level, as GEMM kernels and
+    blockings change),
     ``arch`` (architecture overrides, for tests and benchmarks; a real checkpoint needs the
     default).
     """
@@ -340,7 +169,7 @@ class ClapEmbedder(Embedder):
         for s in range(0, len(wins), self.batch_size):
             chunk = wins[s : s + self.batch_size]
             # every forward pass has the same shape (the last one zero-filled), so a window's
-            # embedding does not depend on which other windows share its batch
+            # embedding does not depend on the content of the windows sharing its batch
             pad = [np.zeros(self.window, np.float32)] * (self.batch_size - len(chunk))
             batch = torch.from_numpy(np.stack(chunk + pad))
             with torch.inference_mode():
@@ -389,7 +218,7 @@ class ClapEmbedder(Embedder):
 def tokenizer_from(folder: Path, fix: Callable | None = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if fix is not None:
         fix(tok)
     return tok

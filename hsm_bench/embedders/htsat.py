@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsm_bench.metrics.stft import mel_filterbank
+from hsm_bench.audio.stft import mel_filterbank
 
 
 @dataclass(frozen=True)

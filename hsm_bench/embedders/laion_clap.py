@@ -41,14 +41,8 @@ import torch
 from torch import nn
 
 from hsm_bench import weights
-from hsm_bench.embedders.clap_common import (
-    CheckpointError,
-    ClapEmbedder,
-    check_state_dict,
-    hub_folder,
-    load_torch_file,
-    tokenizer_from,
-)
+from hsm_bench.embedders.clap_common import ClapEmbedder, tokenizer_from
+from hsm_bench.weights import CheckpointError, check_state_dict, load_torch_file
 from hsm_bench.embedders.htsat import HTSAT, HTSAT_BASE, HTSAT_TINY, HTSATConfig
 
 LAION_AUDIO = dict(sample_rate=48000, n_fft=1024, hop=480, mel_bins=64, fmin=50.0, fmax=14000.0)
@@ -117,7 +111,7 @@ class _LaionOriginal(ClapEmbedder):
         if text_config is None and folder is None:
             text, text_dim = nn.Identity(), 1
         else:
-            cfg = text_config if text_config is not None else AutoConfig.from_pretrained(str(folder))
+            cfg = text_config if text_config is not None else AutoConfig.from_pretrained(str(folder), local_files_only=True)
             if cfg.model_type != "roberta":
                 raise weights.WeightsError(f"{self.name}: {folder} holds a {cfg.model_type!r} model, expected 'roberta'")
             text, text_dim = AutoModel.from_config(cfg), int(cfg.hidden_size)
@@ -127,7 +121,7 @@ class _LaionOriginal(ClapEmbedder):
 
     def load(self, device: str = "cpu") -> None:
         ckpt = weights.resolve(self.checkpoint_name)
-        folder = hub_folder(self.text_weights)
+        folder = weights.resolve(self.text_weights)
         model = self.build(folder)
         raw = load_torch_file(ckpt)
         state = None
@@ -149,7 +143,7 @@ class _LaionOriginal(ClapEmbedder):
 
     def init_random(self, seed: int = 0, text: bool = False) -> None:
         torch.manual_seed(seed)
-        folder = hub_folder(self.text_weights) if text else None
+        folder = weights.resolve(self.text_weights) if text else None
         self._finish(self.build(folder), tokenizer_from(folder) if text else None, self.device)
         self.checkpoint_sha256 = f"random-{seed}"
 
@@ -219,11 +213,11 @@ class LaionClapHF(ClapEmbedder):
         from transformers import ClapModel, ClapProcessor
 
         name = HF_MODELS[self.model_key]
-        folder = hub_folder(name)
-        model = ClapModel.from_pretrained(str(folder))
+        folder = weights.resolve(name)
+        model = ClapModel.from_pretrained(str(folder), local_files_only=True)
         if getattr(model.config.audio_config, "enable_fusion", False):
             raise weights.WeightsError(f"{folder}: fused CLAP models are not supported (their feature extractor is random)")
-        processor = ClapProcessor.from_pretrained(str(folder))
+        processor = ClapProcessor.from_pretrained(str(folder), local_files_only=True)
         fe = processor.feature_extractor
         if int(fe.sampling_rate) != self.sample_rate or int(fe.nb_max_samples) != self.window:
             raise weights.WeightsError(

@@ -30,7 +30,8 @@ length here (what msclap gives for that text alone).
 
 Windowing (tile padding, mean over 7-s windows or msclap's ``random.randrange`` crop):
 :mod:`hsm_bench.embedders.clap_common`. Resampling to 44.1 kHz is the caller's (the
-``clap`` metric uses the harness resampler, soxr VHQ; msclap uses torchaudio's sinc).
+``clap`` metric reproduces msclap's torchaudio sinc with
+:func:`hsm_bench.audio.resample.torchaudio_resample` by default, or takes the harness's soxr).
 """
 
 from __future__ import annotations
@@ -44,14 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsm_bench import weights
-from hsm_bench.embedders.clap_common import (
-    CheckpointError,
-    ClapEmbedder,
-    check_state_dict,
-    hub_folder,
-    load_torch_file,
-    tokenizer_from,
-)
+from hsm_bench.embedders.clap_common import ClapEmbedder, tokenizer_from
+from hsm_bench.weights import CheckpointError, check_state_dict, load_torch_file
 from hsm_bench.embedders.htsat import HTSAT, HTSATConfig, LogMel, Spectrogram
 
 
@@ -168,7 +163,7 @@ class _MSCLAP(ClapEmbedder):
     def _text_base(self, folder: Path | None, text_config: Any = None) -> tuple[nn.Module, int]:
         from transformers import AutoConfig, AutoModel
 
-        cfg = text_config if text_config is not None else AutoConfig.from_pretrained(str(folder))
+        cfg = text_config if text_config is not None else AutoConfig.from_pretrained(str(folder), local_files_only=True)
         expected = "gpt2" if self.text_kind == "gpt2" else "bert"
         if cfg.model_type != expected:
             raise weights.WeightsError(
@@ -185,7 +180,7 @@ class _MSCLAP(ClapEmbedder):
 
     def load(self, device: str = "cpu") -> None:
         ckpt = weights.resolve(self.checkpoint_name)  # missing -> one-line WeightsMissingError
-        folder = hub_folder(self.text_weights)
+        folder = weights.resolve(self.text_weights)
         model = self.build(folder)
         state = load_torch_file(ckpt)
         if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
@@ -202,7 +197,7 @@ class _MSCLAP(ClapEmbedder):
             from transformers import AutoModel
 
             try:
-                model.caption_encoder.base = AutoModel.from_pretrained(str(folder))
+                model.caption_encoder.base = AutoModel.from_pretrained(str(folder), local_files_only=True)
             except OSError as exc:
                 raise CheckpointError(
                     f"{ckpt.name} has no text-encoder weights and {folder} has none either: {exc}"
@@ -217,7 +212,7 @@ class _MSCLAP(ClapEmbedder):
     def init_random(self, seed: int = 0, text: bool = False) -> None:
         torch.manual_seed(seed)
         if text:
-            folder = hub_folder(self.text_weights)
+            folder = weights.resolve(self.text_weights)
             self._finish(self.build(folder), tokenizer_from(folder, self._fix_tokenizer), self.device)
         else:
             audio, audio_dim = self._audio()

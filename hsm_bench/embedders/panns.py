@@ -27,8 +27,8 @@ from torch import nn
 
 from hsm_bench import weights
 from hsm_bench.embedders.base import Embedder
-from hsm_bench.embedders.clap_common import check_state_dict, file_sha256, load_torch_file
-from hsm_bench.metrics.stft import mel_filterbank
+from hsm_bench.audio.stft import mel_filterbank
+from hsm_bench.weights import check_state_dict, load_torch_file
 
 CONFIGS = {
     16000: {"window": 512, "hop": 160, "mels": 64, "fmin": 50.0, "fmax": 8000.0},
@@ -131,7 +131,7 @@ class _Cnn14Embedder(Embedder):
         if not isinstance(state, dict):
             raise weights.WeightsMismatchError(f"{path} holds no PANNs state dict")
         self.load_state_dict(state, source=str(path))
-        self.checkpoint_sha256 = file_sha256(path)
+        self.checkpoint_sha256 = weights.path_sha256(path)
         super().load(device)
 
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:

@@ -153,7 +153,8 @@ class CLAPScore(EmbedderMetric):
         return list(item.captions) or ([item.caption] if item.caption else None)
 
     def _prepare(self, item: ScoreItem, audio: np.ndarray) -> np.ndarray:
-        from hsm_bench.embedders.clap_common import item_seed, to_mono, torchaudio_resample
+        from hsm_bench.audio.resample import torchaudio_resample
+        from hsm_bench.embedders.clap_common import item_seed, to_mono
 
         x = to_mono(audio)
         if item.sample_rate != self.rate:

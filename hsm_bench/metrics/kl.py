@@ -89,7 +89,7 @@ class KL(EmbedderMetric):
         x = (x - x.mean()).numpy()
         if rate != self.rate:
             if self.resampler == "torchaudio":
-                from hsm_bench.embedders.clap_common import torchaudio_resample
+                from hsm_bench.audio.resample import torchaudio_resample
 
                 x = torchaudio_resample(x, rate, self.rate)
             else:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from hsm_bench.api.metric import Metric, MetricError, MetricInfo, ScoreItem
-from hsm_bench.metrics.stft import crop_stft, mel_filterbank, stft, stft_pair
+from hsm_bench.audio.stft import crop_stft, mel_filterbank, stft, stft_pair
 
 LSD_EPS = 1e-12
 SDR_EPS = 1e-10

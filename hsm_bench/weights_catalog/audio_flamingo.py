@@ -4,8 +4,7 @@ Audio Flamingo 3 (NVIDIA, licence "NVIDIA OneWay Noncommercial"; Qwen2.5-7B back
 its own licence) in the transformers layout: the Hub repository ``nvidia/audio-flamingo-3-hf``
 (config, processor, tokenizer, chat template and sharded safetensors, about 16 GB).
 ``extra["allow_patterns"]`` lists the files worth fetching. No sha256 is published; the
-AFSim metric records a digest of the weight shards (see
-:func:`hsm_bench.embedders.audio_flamingo.folder_digest`).
+AFSim metric records a digest of the weight shards (:func:`hsm_bench.weights.path_sha256`).
 
 Audio Flamingo 1 (the 2048-d model of the HSM-TSS paper; code MIT, weights under the
 OPT-IML licence, non-commercial) needs three downloads: the foundation checkpoint
@@ -30,7 +29,6 @@ register(
         source="hf://nvidia/audio-flamingo-3-hf",
         filename="audio-flamingo-3-hf",
         licence="NVIDIA OneWay Noncommercial (model card); Qwen2.5 licence for the LLM",
-        used_by=("afsim", "embedder:audio-flamingo-3"),
         extra={"allow_patterns": AF3_FILES},
     )
 )
@@ -42,7 +40,6 @@ register(
         source="hf://nvidia/audio-flamingo/foundation.pt",
         filename="foundation.pt",
         licence="OPT-IML licence (non-commercial research); code MIT",
-        used_by=("afsim", "embedder:audio-flamingo-1"),
     )
 )
 register(
@@ -52,7 +49,6 @@ register(
         source="hf://facebook/opt-iml-max-1.3b",
         filename="opt-iml-max-1.3b",
         licence="OPT-IML licence (non-commercial research)",
-        used_by=("afsim", "embedder:audio-flamingo-1"),
         extra={"allow_patterns": ["config.json", "generation_config.json", "tokenizer_config.json", "vocab.json",
                                   "merges.txt", "special_tokens_map.json", "tokenizer.json", "pytorch_model.bin",
                                   "*.safetensors", "*.safetensors.index.json"]},  # fmt: skip

@@ -21,7 +21,6 @@ register(
         filename="music_speech_audioset_epoch_15_esc_89.98.pt",
         licence="CC0-1.0",
         size=2352471003,
-        used_by=("clap", "embedder:laion-clap-music-speech-audioset"),
     )
 )
 register(
@@ -31,7 +30,6 @@ register(
         source="hf://lukewys/laion_clap/630k-audioset-best.pt",
         filename="630k-audioset-best.pt",
         licence="CC0-1.0",
-        used_by=("clap", "embedder:laion-clap-630k-audioset"),
     )
 )
 register(
@@ -41,7 +39,6 @@ register(
         source="hf://FacebookAI/roberta-base",
         filename="roberta-base",
         licence="MIT",
-        used_by=("embedder:laion-clap-music-speech-audioset", "embedder:laion-clap-630k-audioset"),
         extra={"allow_patterns": _HF_FILES},
     )
 )
@@ -52,7 +49,6 @@ register(
         source="hf://laion/clap-htsat-unfused",
         filename="clap-htsat-unfused",
         licence="Apache-2.0",
-        used_by=("embedder:laion-clap-hf",),
         extra={"allow_patterns": _HF_FILES},
     )
 )
@@ -63,7 +59,6 @@ register(
         source="hf://laion/larger_clap_music_and_speech",
         filename="larger_clap_music_and_speech",
         licence="Apache-2.0",
-        used_by=("embedder:laion-clap-hf",),
         extra={"allow_patterns": _HF_FILES},
     )
 )

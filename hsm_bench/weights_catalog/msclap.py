@@ -20,7 +20,6 @@ register(
         source="hf://microsoft/msclap/CLAP_weights_2023.pth",
         filename="CLAP_weights_2023.pth",
         licence="MS-PL",
-        used_by=("clap", "embedder:msclap-2023"),
     )
 )
 register(
@@ -30,7 +29,6 @@ register(
         source="hf://microsoft/msclap/CLAP_weights_2022.pth",
         filename="CLAP_weights_2022.pth",
         licence="MS-PL",
-        used_by=("clap", "embedder:msclap-2022"),
     )
 )
 register(
@@ -40,7 +38,6 @@ register(
         source="hf://microsoft/msclap/clapcap_weights_2023.pth",
         filename="clapcap_weights_2023.pth",
         licence="MS-PL",
-        used_by=("afsim", "embedder:audio-flamingo-1"),
     )
 )
 register(
@@ -50,7 +47,6 @@ register(
         source="hf://openai-community/gpt2",
         filename="gpt2",
         licence="MIT",
-        used_by=("embedder:msclap-2023",),
         extra={"allow_patterns": [*_TOKENIZER_FILES, "model.safetensors"]},
     )
 )
@@ -61,7 +57,6 @@ register(
         source="hf://google-bert/bert-base-uncased",
         filename="bert-base-uncased",
         licence="Apache-2.0",
-        used_by=("embedder:msclap-2022",),
         extra={"allow_patterns": [*_TOKENIZER_FILES, "model.safetensors"]},
     )
 )

@@ -15,7 +15,6 @@ register(
         source="https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
         filename="Cnn14_16k_mAP=0.438.pth",
         licence="CC-BY-4.0",
-        used_by=("kl", "embedder:panns-cnn14-16k"),
     )
 )
 register(
@@ -25,6 +24,5 @@ register(
         source="https://zenodo.org/record/3576403/files/Cnn14_mAP%3D0.431.pth",
         filename="Cnn14_mAP=0.431.pth",
         licence="CC-BY-4.0",
-        used_by=("kl", "embedder:panns-cnn14-32k"),
     )
 )

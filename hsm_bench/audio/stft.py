@@ -1,4 +1,7 @@
-"""Short-time Fourier transforms as the reference metrics define them.
+"""Short-time Fourier transforms and the Slaney mel filterbank, as the references define them.
+
+Shared by the signal metrics (LSD, mel-PSNR) and the embedders' front ends (PANNs Cnn14,
+HTS-AT), so neither side imports the other.
 
 librosa-compatible framing (``center=True``: ``n_fft // 2`` samples of padding on both
 sides, frame ``t`` centred on sample ``t * hop``), periodic Hann window, one-sided
