@@ -103,7 +103,24 @@ def cmd_score(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         progress=not a.no_progress,
         weights_overrides=a.weights,
+        metric_params=_metric_params(a.param),
     )
+
+
+def _metric_params(items: list[str] | None) -> dict[str, dict]:
+    """``METRIC.KEY.SUB=VALUE`` strings as ``{metric: {key: {sub: value}}}``."""
+    out: dict[str, dict] = {}
+    for key, value in _key_values(items, "--param").items():
+        parts = key.split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--param expects METRIC.KEY=VALUE, got {key!r}")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--param {key}: {part!r} was given a value and sub-keys")
+        node[parts[-1]] = value
+    return out
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, object]:
@@ -303,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-length-diff", type=float, default=0.1, help="seconds two matched files may differ in length (default 0.1)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--weights", action="append", metavar="NAME=PATH", help="use a local checkpoint file for NAME")
+    s.add_argument("--param", action="append", metavar="METRIC.KEY=VALUE",
+                   help="a metric parameter (YAML value; dotted keys nest), e.g. --param clap.backend=msclap-2022")
     s.add_argument("--no-progress", action="store_true")
 
     b = sub.add_parser(

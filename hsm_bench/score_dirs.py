@@ -165,6 +165,7 @@ def score_directories(
     batch_size: int = 16,
     progress: bool = True,
     weights_overrides: list[str] | None = None,
+    metric_params: dict[str, dict] | None = None,
 ) -> int:
     """Score the folders; returns the exit status (0 all ok, 1 some item errors, 2 none ok).
 
@@ -178,7 +179,7 @@ def score_directories(
     caption_map = read_captions(captions) if captions is not None else None
     jobs = pair_files(pred_dir, ref_dir, mix_dir, caption_map)
     names, asked = resolve_metric_request(metrics)
-    ms = build_metrics(names)
+    ms = build_metrics(names, metric_params)
     have = {"reference"} | ({"mixture"} if mix_dir is not None else set()) | ({"text"} if caption_map else set())
     outputs, notes = plan_outputs(ms, have, asked, why={k: v for k, v in INPUT_FLAGS.items()})
     ms = [m for m in ms if outputs[m.info.name]]  # a metric with nothing computable does not run
@@ -189,8 +190,8 @@ def score_directories(
     keys = asked_keys(defs, wanted)
     if not keys:
         raise ConfigError("nothing to score: " + "; ".join(notes))
-    for note in notes:
-        print(f"hsm-bench score: {note}", file=sys.stderr)
+    if notes:  # said once, before scoring; these outputs are not item failures
+        print(f"hsm-bench score: {'; '.join(notes)}", file=sys.stderr)
     with weights.overrides(weights_overrides):
         weights.require([w for m in ms for w in m.required_weights()])
         cache = FeatureCache(default_paths()["cache_dir"])

@@ -35,6 +35,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     """Tests never touch the user's ~/.cache/hsm-bench (unless a test sets its own home)."""
     home = tmp_path_factory.getbasetemp() / "hsm-home"
     monkeypatch.setenv("HSM_BENCH_HOME", str(home))
+    # a real Hugging Face cache on the machine must not make a "missing weights" test pass
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 

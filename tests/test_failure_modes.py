@@ -239,6 +239,7 @@ def plugin_site(tmp_path_factory):
     return plugin_pkg.install(tmp_path_factory.mktemp("plugin"), plugin_pkg.GOOD)
 
 
+@pytest.mark.slow  # two child processes (~9 s); the in-process interrupt test above runs by default
 def test_ctrl_c_on_a_real_process(plugin_site, tiny_testset, tmp_path):
     """SIGINT to `hsm-bench run` in a child process: status 130, one line, and the rerun resumes."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")])}
@@ -578,3 +579,51 @@ def test_a_size_of_zero_items(lopsided, capsys):
     root, _ = lopsided
     argv = ["build-testset", "fsd50k", "--source", str(root), "--n-items", "0", "--no-progress"]
     assert fails(capsys, argv, root) == "--n-items 0: a test set needs at least one item"
+
+
+# -- clap in score mode: captions are an input like the mixture ------------------------------
+@pytest.fixture
+def tiny_clap(tmp_path_factory, monkeypatch):
+    """A tiny random MS-CLAP 2023 + GPT-2 pair, given to `score` as --weights and --param."""
+    import dataclasses
+
+    from hsm_bench import weights
+    from tests import clap_tiny
+
+    d = tmp_path_factory.mktemp("clap")
+    arch = {**clap_tiny.TINY_HTSAT, "d_proj": 16}
+    gpt2 = clap_tiny.gpt2_folder(d / "gpt2")
+    ckpt = clap_tiny.msclap_checkpoint(d / "CLAP_weights_2023.pth", "2023", gpt2, arch, seed=5)
+    for name in ("msclap-2023", "gpt2"):  # stand-in files cannot have the published size
+        monkeypatch.setitem(weights.WEIGHTS, name, dataclasses.replace(weights.spec(name), size=None, sha256=None))
+    params = [f"clap.backend_params.arch.{k}={json.dumps(v)}" for k, v in arch.items()]
+    args = ["--weights", f"msclap-2023={ckpt}", "--weights", f"gpt2={gpt2}"]
+    for p in params + ["clap.backend_params.batch_size=2"]:
+        args += ["--param", p]
+    return args
+
+
+def test_clap_without_captions_is_announced_once_not_failed(tiny_clap, dirs, tmp_path, capsys):
+    pred, ref, mix = dirs
+    out = tmp_path / "clap.jsonl"
+    status, stdout, err = cli(capsys, "score", pred, ref, "--metrics", "clap", *tiny_clap, "--out", out, "--no-progress")
+    assert status == 0
+    assert err == "hsm-bench score: clap skipped: no --captions; clapi skipped: no --mix-dir and --captions\n"
+    rows = csv_rows(out)
+    assert len(rows) == 12 and all(set(r) == {"id", "clap_a"} for r in rows)
+    assert all(r["clap_a"] == pytest.approx(1.0, abs=1e-6) for r in rows)  # estimate = reference
+
+    captions = tmp_path / "captions.csv"
+    captions.write_text("id,caption\n" + "".join(f"{p.stem},a harmonic tone hums\n" for p in sorted(pred.iterdir())))
+    status, stdout, err = cli(capsys, "score", pred, ref, "--mix-dir", mix, "--captions", captions, "--metrics", "clap",
+                              *tiny_clap, "--out", out, "--no-progress")  # fmt: skip
+    assert status == 0 and err == ""
+    rows = csv_rows(out)
+    assert all(set(r) == {"id", "clap", "clap_a", "clapi"} for r in rows)
+    # clapi is the estimate's clap minus the mixture's: here the estimate is the target
+    assert len({round(r["clap"], 6) for r in rows}) > 1
+
+    (tmp_path / "partial.csv").write_text("id,caption\ntiny-000,a tone\n")
+    status, _, err = cli(capsys, "score", pred, ref, "--captions", tmp_path / "partial.csv", "--metrics", "clap",
+                         *tiny_clap, "--no-progress")  # fmt: skip
+    assert status == 2 and "11 output(s) have no caption in --captions" in one_error_line(err, "score")

@@ -126,6 +126,8 @@ class CLAPScore(EmbedderMetric):
             raise ValueError(f"clap: unknown backend {backend!r}")
         if backend == "laion-clap-hf":
             model = (params.get("backend_params") or {}).get("model", "htsat-unfused")
+            if model not in HF_WEIGHTS:
+                raise ValueError(f"clap: laion-clap-hf model must be one of {', '.join(HF_WEIGHTS)}, got {model!r}")
             return [HF_WEIGHTS[model]]
         return list(BACKENDS[backend][1])
 
