@@ -21,6 +21,10 @@ Parts (each runs in its own interpreter, started by this driver):
   resampling, padding to 2 s), ``get_featuresdict`` and ``calculate_kl`` per pair.
 * ``kl_full``: the same at Cnn14's real size, built by the official constructor itself from
   a checkpoint file it loads strictly (two pairs; the test is marked slow).
+* ``resample`` (``.side/aldm``): torchaudio 2.11's two sinc-resampler paths on
+  ``inputs.resample_inputs()``: ``torchaudio.functional.resample`` on the float32 waveform
+  (float32 kernel; audioldm-eval's loaders) and ``torchaudio.transforms.Resample`` (float64
+  kernel rounded to float32; msclap), every output sample stored (base64 float32).
 * ``clap`` (``.side/msclap``, msclap 1.3.4 with its pins): ``msclap.models.clap.CLAP`` with a
   narrow official ``HTSAT_Swin_Transformer`` (``inputs.TINY_HTSAT``) and a 2-layer GPT-2 from
   a local folder (tokenizer built from an explicit vocabulary), numpy-seeded weights loaded
@@ -53,7 +57,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_SIDE = HERE / ".side"
 DEFAULT_OUT = ROOT / "tests" / "golden"
-PARTS = {"signal": "aldm", "kl": "aldm", "kl_full": "aldm", "clap": "msclap"}
+PARTS = {"signal": "aldm", "kl": "aldm", "kl_full": "aldm", "resample": "aldm", "clap": "msclap"}
 SEEDS = {"kl": 1, "kl_full": 1, "clap": 2}  # weight seeds
 KL_FULL_ITEMS = ("tone_vs_square", "short_padded")
 
@@ -337,6 +341,31 @@ def part_clap(work: Path) -> dict:
     }
 
 
+# ---------------------------------------------------------------- part: resample
+def part_resample(work: Path) -> dict:
+    import base64
+
+    import numpy as np
+    import torch
+    import torchaudio
+
+    g = _inputs()
+    items, hashes = {}, {}
+    for name, (x, a, b) in g.resample_inputs().items():
+        wave = torch.from_numpy(x)[None]
+        outs = {
+            "functional": torchaudio.functional.resample(wave, a, b)[0].numpy(),
+            "transform": torchaudio.transforms.Resample(a, b)(wave)[0].numpy(),
+        }
+        items[name] = {k: base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode() for k, v in outs.items()}
+        hashes[name] = g.sha256(x)
+    return {
+        "items": items,
+        "inputs": {"function": "tests/golden/inputs.py::resample_inputs", "sha256": hashes},
+        "versions": _versions("torch", "torchaudio", "numpy"),
+    }
+
+
 # ---------------------------------------------------------------- driver
 def run_part(name: str, out: Path) -> None:
     torch_threads = os.environ.get("GOLDEN_THREADS")
@@ -350,6 +379,8 @@ def run_part(name: str, out: Path) -> None:
             table = part_signal(work)
         elif name in ("kl", "kl_full"):
             table = part_kl(work, full=name == "kl_full")
+        elif name == "resample":
+            table = part_resample(work)
         else:
             table = part_clap(work)
     out.write_text(json.dumps(table))

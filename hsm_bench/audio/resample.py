@@ -45,42 +45,55 @@ def resampled_length(n: int, orig_sr: int, target_sr: int) -> int:
     return int(round(n * target_sr / orig_sr))
 
 
-def torchaudio_resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """``torchaudio.transforms.Resample(orig_sr, new_sr)`` with its defaults, on torch alone.
+def torchaudio_resample(x: np.ndarray, orig_sr: int, new_sr: int, kernel: str = "transform") -> np.ndarray:
+    """torchaudio's default windowed-sinc resampler with its defaults, on torch alone.
 
     The rates are reduced by their gcd to ``o -> n``; the cutoff is ``min(o, n) * 0.99``
     (rolloff) in units of the reduced rate; each of the ``n`` output phases has a kernel
     over ``2 w + o`` input taps, ``w = ceil(6 o / cutoff)``: ``sinc(pi t) * cos(pi t / 12)^2
     * cutoff / o`` with ``t = (tap / o - phase / n) * cutoff`` clamped to [-6, 6] (Hann
-    window, 6 zero crossings). The kernel is built in float64 (the phase term in float32, as
-    torchaudio does) and applied in float32 as a strided convolution over the signal
+    window, 6 zero crossings), applied in float32 as a strided convolution over the signal
     zero-padded by ``w`` before and ``w + o`` after; the output keeps ``ceil(n * len / o)``
     samples.
+
+    torchaudio builds that kernel in two precisions, and the references differ in which one
+    they use, so ``kernel`` chooses:
+
+    * ``"transform"``: ``torchaudio.transforms.Resample(o, n)`` (msclap, CLAPScore_for_LASS):
+      the taps in float64, the phase term in float32, the kernel rounded to float32 at the end;
+    * ``"functional"``: ``torchaudio.functional.resample`` on a float32 waveform
+      (audioldm-eval's loaders): every step in float32, in torchaudio's order of operations.
+      The two differ by about 1e-5 per sample.
     """
     if orig_sr == new_sr:
         return np.asarray(x, dtype=np.float32)
+    if kernel not in ("transform", "functional"):
+        raise ValueError(f"kernel must be 'transform' or 'functional', got {kernel!r}")
     import torch
 
     g = math.gcd(int(orig_sr), int(new_sr))
     o, n = int(orig_sr) // g, int(new_sr) // g
-    kernel, w = _sinc_kernel(o, n)
+    weights, w = _sinc_kernel(o, n, kernel == "functional")
     wave = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(1, 1, -1)
-    out = torch.nn.functional.conv1d(torch.nn.functional.pad(wave, (w, w + o)), kernel, stride=o)
+    out = torch.nn.functional.conv1d(torch.nn.functional.pad(wave, (w, w + o)), weights, stride=o)
     out = out.transpose(1, 2).reshape(-1)
     return out[: math.ceil(n * len(x) / o)].numpy()
 
 
 @lru_cache(maxsize=8)
-def _sinc_kernel(o: int, n: int):
+def _sinc_kernel(o: int, n: int, float32: bool = False):
     import torch
 
     cutoff = min(o, n) * 0.99
     zeros = 6
     w = math.ceil(zeros * o / cutoff)
-    taps = torch.arange(-w, w + o, dtype=torch.float64)[None, None] / o
-    t = (torch.arange(0, -n, -1)[:, None, None] / n + taps) * cutoff  # [n, 1, 2w + o]
+    taps = torch.arange(-w, w + o, dtype=torch.float32 if float32 else torch.float64)[None, None] / o
+    # the phase term: float32 in both of torchaudio's paths (an integer range divided by n)
+    phase = torch.arange(0, -n, -1, dtype=torch.float32 if float32 else None)[:, None, None] / n
+    t = (phase + taps) * cutoff  # [n, 1, 2w + o]
     t = t.clamp(-zeros, zeros)
     window = torch.cos(t * math.pi / zeros / 2) ** 2
     t = t * math.pi
-    kernel = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * window * (cutoff / o)
-    return kernel.float(), w
+    sinc = torch.where(t == 0, torch.tensor(1.0).to(t), torch.sin(t) / t)
+    kernel = sinc * (window * (cutoff / o))  # torchaudio's association: kernels *= window * scale
+    return (kernel if float32 else kernel.float()), w

@@ -13,9 +13,11 @@ P the reference and Q the estimate:
 computed with torch ``kl_div`` in float32 like the reference; the corpus value (the mean
 over items) equals audioldm-eval's sum divided by N.
 
-Resampling: audioldm-eval uses torchaudio's default sinc resampler; files at another rate
-are resampled with a bit-exact re-implementation of it (``resampler="torchaudio"``, the
-default) or the harness resampler (``resampler="harness"``). Test sets are 16 kHz, so
+Resampling: audioldm-eval calls ``torchaudio.functional.resample`` on the float32 waveform;
+files at another rate are resampled with ``hsm_bench.audio.resample.torchaudio_resample(...,
+kernel="functional")``, bit-exact against it (its float32 kernel differs from the
+``transforms.Resample`` one CLAP uses by ~1e-5 per sample) (``resampler="torchaudio"``, the
+default), or with the harness resampler (``resampler="harness"``). Test sets are 16 kHz, so
 neither runs in the usual pipeline. Multichannel files are downmixed by the harness before
 the metric sees them (audioldm-eval takes channel 0): identical for the mono audio
 hsm-bench writes.
@@ -52,7 +54,7 @@ class KL(EmbedderMetric):
         name="kl",
         outputs=("kl", "kl_sigmoid"),
         higher_is_better=False,
-        version="1",
+        version="2",  # 2: resampling with torchaudio.functional.resample's float32 kernel
         reference="audioldm-eval==0.0.3 calculate_kl, cnn14 backbone (softmax KL(ref || est), eps 1e-6)",
         sample_rate=None,
         embedder="panns-cnn14-16k",
@@ -91,7 +93,7 @@ class KL(EmbedderMetric):
             if self.resampler == "torchaudio":
                 from hsm_bench.audio.resample import torchaudio_resample
 
-                x = torchaudio_resample(x, rate, self.rate)
+                x = torchaudio_resample(x, rate, self.rate, kernel="functional")
             else:
                 from hsm_bench.audio.resample import resample
 

@@ -137,6 +137,19 @@ def kl_pairs() -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     return {k: (quantise(e), quantise(r), s) for k, (e, r, s) in pairs.items()}
 
 
+# ---------------------------------------------------------------- resampling
+RESAMPLE_RATES = ((22050, 16000), (44100, 16000), (16000, 44100), (48000, 32000))
+
+
+def resample_inputs() -> dict[str, tuple[np.ndarray, int, int]]:
+    """``{name: (signal, rate in, rate out)}``: 600 samples of tone + noise, float32 on the 2**-15 grid."""
+    out = {}
+    for a, b in RESAMPLE_RATES:
+        x = 0.3 * _tone(440.0 * a / 22050, 600 / a, a, am=0.3) + 0.05 * _noise(f"rs{a}-{b}", 600 / a, a)
+        out[f"{a}_to_{b}"] = (quantise(x), a, b)
+    return out
+
+
 # ---------------------------------------------------------------- CLAP items
 CLAP_CAPTIONS = {
     "tone_short": "a harmonic tone hums",
