@@ -64,8 +64,8 @@ def opt_folder(dest: Path, hidden: int = 32, layers: int = 3, seed: int = 0) -> 
 def clapcap_checkpoint(path: Path, seed: int = 0) -> Path:
     import torch
 
-    from tests.clap_tiny import randomise_statistics
     from hsm_bench.embedders.msclap import MSCLAP2023
+    from tests.clap_tiny import randomise_statistics
 
     torch.manual_seed(seed)
     model = MSCLAP2023(arch=TINY_ARCH["clap"]).build(None, text_config=_gpt2_config())

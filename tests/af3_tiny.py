@@ -25,7 +25,11 @@ CHAT_TEMPLATE = (
 
 def build_processor():
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AudioFlamingo3Processor, PreTrainedTokenizerFast, WhisperFeatureExtractor
+    from transformers import (
+        AudioFlamingo3Processor,
+        PreTrainedTokenizerFast,
+        WhisperFeatureExtractor,
+    )
 
     vocab = {t: i for i, t in enumerate(SPECIALS + sorted(set(WORDS)))}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))

@@ -159,7 +159,10 @@ def laion_checkpoint(path: Path, text_folder: Path, arch: dict | None = None, ba
     ``text_branch.embeddings.position_ids`` the published files carry)."""
     import torch
 
-    from hsm_bench.embedders.laion_clap import LaionClap630kAudioset, LaionClapMusicSpeechAudioset
+    from hsm_bench.embedders.laion_clap import (
+        LaionClap630kAudioset,
+        LaionClapMusicSpeechAudioset,
+    )
 
     emb = (LaionClapMusicSpeechAudioset if base else LaionClap630kAudioset)(arch=arch)
     torch.manual_seed(seed)

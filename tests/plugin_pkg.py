@@ -2,8 +2,8 @@
 
 It adds through entry points, without touching hsm-bench: a system (``half_gain``), a slow
 system for interrupt tests (``slow_copy``), a metric (``peak_ratio``) and a test-set builder
-(``plugin_tones``). A second package (``bad``) registers a duplicate name and a class of the
-wrong type, for the error paths.
+(``plugin_tones``). :func:`bad` makes a second package that registers one system name badly
+(a clash, a wrong type, a missing module), for the error paths.
 """
 
 from __future__ import annotations
@@ -13,29 +13,23 @@ import sys
 import textwrap
 from pathlib import Path
 
+
+def pyproject(name: str, package: str, entry_points: dict[str, dict[str, str]]) -> str:
+    """A setuptools pyproject.toml declaring ``entry_points`` ({group: {name: "module:attr"}})."""
+    groups = "".join(
+        f'\n[project.entry-points."{group}"]\n' + "".join(f'{k} = "{v}"\n' for k, v in eps.items())
+        for group, eps in entry_points.items()
+    )
+    return (f'[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "{name}"\nversion = "0.0.1"\n{groups}\n[tool.setuptools]\npackages = ["{package}"]\n')  # fmt: skip
+
+
 GOOD = {
-    "pyproject.toml": """
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "hsm-plugin-demo"
-        version = "0.0.1"
-
-        [project.entry-points."hsm_bench.systems"]
-        half_gain = "hsm_plugin_demo:HalfGain"
-        slow_copy = "hsm_plugin_demo:SlowCopy"
-
-        [project.entry-points."hsm_bench.metrics"]
-        peak_ratio = "hsm_plugin_demo:PeakRatio"
-
-        [project.entry-points."hsm_bench.testsets"]
-        plugin_tones = "hsm_plugin_demo:ToneBuilder"
-
-        [tool.setuptools]
-        packages = ["hsm_plugin_demo"]
-    """,
+    "pyproject.toml": pyproject("hsm-plugin-demo", "hsm_plugin_demo", {
+        "hsm_bench.systems": {"half_gain": "hsm_plugin_demo:HalfGain", "slow_copy": "hsm_plugin_demo:SlowCopy"},
+        "hsm_bench.metrics": {"peak_ratio": "hsm_plugin_demo:PeakRatio"},
+        "hsm_bench.testsets": {"plugin_tones": "hsm_plugin_demo:ToneBuilder"},
+    }),  # fmt: skip
     "hsm_plugin_demo/__init__.py": '''
         import time
 
@@ -102,22 +96,7 @@ GOOD = {
     ''',
 }
 
-BAD = {
-    "pyproject.toml": """
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "hsm-plugin-bad"
-        version = "0.0.1"
-
-        [project.entry-points."hsm_bench.systems"]
-        {entries}
-
-        [tool.setuptools]
-        packages = ["hsm_plugin_bad"]
-    """,
+BAD_MODULE = {
     "hsm_plugin_bad/__init__.py": '''
         class NotASystem:
             name = "not_a_system"
@@ -125,13 +104,19 @@ BAD = {
 }
 
 
-def install(root: Path, files: dict[str, str], **fmt: str) -> Path:
+def bad(name: str, target: str) -> dict[str, str]:
+    """A package registering the system ``name`` as ``target`` (a clash, a wrong type, a missing module)."""
+    return {"pyproject.toml": pyproject("hsm-plugin-bad", "hsm_plugin_bad", {"hsm_bench.systems": {name: target}}),
+            **BAD_MODULE}  # fmt: skip
+
+
+def install(root: Path, files: dict[str, str]) -> Path:
     """Write the package under ``root/src`` and pip-install it into ``root/site``; returns the site folder."""
     src, site = root / "src", root / "site"
     for rel, text in files.items():
         path = src / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip().format(**fmt) if fmt else textwrap.dedent(text).lstrip())
+        path.write_text(textwrap.dedent(text).lstrip())
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
          "--target", str(site), str(src)],

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from tests.af3_tiny import build_folder
 from hsm_bench import weights
 from hsm_bench.api.metric import ScoreItem
+from tests.af3_tiny import build_folder
 
 pytest.importorskip("transformers")
 W = "audio-flamingo-3-hf"
@@ -41,8 +41,8 @@ def test_loads_the_saved_folder_with_identical_weights_and_outputs(af3_folder):
     import torch
     from safetensors.torch import load_file
 
-    from tests.af3_tiny import build_config, build_processor
     from hsm_bench.embedders.audio_flamingo import AudioFlamingo3
+    from tests.af3_tiny import build_config, build_processor
 
     loaded = _embedder(af3_folder)
     saved = load_file(str(af3_folder / "model.safetensors"))

@@ -16,7 +16,12 @@ import torch
 from hsm_bench import weights
 from hsm_bench.api.metric import ScoreItem
 from hsm_bench.audio.resample import torchaudio_resample
-from hsm_bench.embedders.clap_common import item_seed, pad_to_window, reference_crop, window_starts
+from hsm_bench.embedders.clap_common import (
+    item_seed,
+    pad_to_window,
+    reference_crop,
+    window_starts,
+)
 from hsm_bench.metrics.clap import CLAPScore
 from hsm_bench.registry import METRICS, resolve_metric_names
 from hsm_bench.store.cache import FeatureCache

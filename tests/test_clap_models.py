@@ -18,7 +18,11 @@ import torch
 
 from hsm_bench import weights
 from hsm_bench.embedders.clap_common import tokenizer_from
-from hsm_bench.embedders.laion_clap import LaionClap630kAudioset, LaionClapHF, LaionClapMusicSpeechAudioset
+from hsm_bench.embedders.laion_clap import (
+    LaionClap630kAudioset,
+    LaionClapHF,
+    LaionClapMusicSpeechAudioset,
+)
 from hsm_bench.embedders.msclap import MSCLAP2022, MSCLAP2023
 from hsm_bench.weights import CheckpointError
 from tests import clap_tiny

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from hsm_bench.cli import main
-from hsm_bench.run_config import parse_args
 from hsm_bench.registry import UnknownNameError
+from hsm_bench.run_config import parse_args
 from hsm_bench.score_dirs import load_results
 
 

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from hsm_bench.api.testset import TestSet
+from hsm_bench.cli import main
 from hsm_bench.errors import BuildError
 from hsm_bench.hashing import sha256_file
-from hsm_bench.cli import main
 from testsets import demo
 from testsets.demo import DemoBuilder
 from testsets.demo_sources import load_demo_sources

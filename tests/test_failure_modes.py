@@ -30,6 +30,7 @@ from hsm_bench.registry import METRICS, SYSTEMS
 from hsm_bench.store.jsonl import read_jsonl
 from tests import dataset_fixtures as fx
 from tests import plugin_pkg
+from tests.test_pipeline import CrashAfter
 from testsets.fsd50k import FSD50KBuilder
 from testsets.ontology import load
 
@@ -83,20 +84,6 @@ class Broken(System):
         return batch.mixture.clone()
 
 
-class Stopper(System):
-    """Behaves like a user pressing Ctrl-C after ``LIMIT`` items."""
-
-    name = "stopper"
-    LIMIT = 4
-    seen: list[str] = []
-
-    def separate(self, batch: SeparationBatch) -> torch.Tensor:
-        if len(Stopper.seen) >= Stopper.LIMIT:
-            raise KeyboardInterrupt
-        Stopper.seen.extend(batch.item_ids)
-        return batch.mixture * 0.5
-
-
 class Crashy(Metric):
     """A metric whose model crashes on every batch (like a CUDA error inside an embedder)."""
 
@@ -110,12 +97,13 @@ class Crashy(Metric):
 @pytest.fixture
 def test_plugins():
     """Test systems/metric registered like plugins (so `--system NAME` gets a generated config)."""
-    Broken.FAIL, Broken.calls, Stopper.seen = set(), [], []
+    Broken.FAIL, Broken.calls, CrashAfter.seen = set(), [], []
     SYSTEMS.register("broken", Broken, origin="tests")
-    SYSTEMS.register("stopper", Stopper, origin="tests")
+    SYSTEMS.register("crash_after", CrashAfter, origin="tests")  # Ctrl-C after `limit` items
     METRICS.register("crashy", Crashy, origin="tests")
     yield
-    for reg, name in ((SYSTEMS, "broken"), (SYSTEMS, "stopper"), (METRICS, "crashy")):
+    CrashAfter.limit = 5
+    for reg, name in ((SYSTEMS, "broken"), (SYSTEMS, "crash_after"), (METRICS, "crashy")):
         reg.unregister(name)
 
 
@@ -222,16 +210,16 @@ def test_run_with_every_weight_missing_names_them_all_at_once(tiny_testset, tmp_
 
 
 def test_interrupt_keeps_finished_items_and_the_rerun_resumes(test_plugins, run_args, tmp_path, capsys):
-    Stopper.LIMIT = 4
-    status, _, err = cli(capsys, "run", "--system", "stopper", "--metrics", "sdr", "runtime.batch_size=1", *run_args)
+    CrashAfter.limit = 4
+    status, _, err = cli(capsys, "run", "--system", "crash_after", "--metrics", "sdr", "runtime.batch_size=1", *run_args)
     assert status == 130
     assert err == "hsm-bench run: interrupted: finished items are kept; rerun the same command to resume\n"
     rows = list(read_jsonl(next((tmp_path / "runs").rglob("separate.jsonl"))))
     assert [r["status"] for r in rows] == ["ok"] * 4
-    Stopper.LIMIT, first = 10**6, list(Stopper.seen)
-    status, out, err = cli(capsys, "run", "--system", "stopper", "--metrics", "sdr", "runtime.batch_size=1", *run_args)
+    CrashAfter.limit, first = 10**6, list(CrashAfter.seen)
+    status, out, err = cli(capsys, "run", "--system", "crash_after", "--metrics", "sdr", "runtime.batch_size=1", *run_args)
     assert status == 0 and "8 done, 0 failed, 4 resumed of 12" in out
-    assert sorted(Stopper.seen) == sorted(set(Stopper.seen)) and set(first) <= set(Stopper.seen)
+    assert sorted(CrashAfter.seen) == sorted(set(CrashAfter.seen)) and set(first) <= set(CrashAfter.seen)
 
 
 @pytest.fixture(scope="module")

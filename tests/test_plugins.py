@@ -71,19 +71,19 @@ def test_console_script_sees_the_installed_plugin(plugin_site, tiny_testset, tmp
 
 
 @pytest.mark.parametrize(
-    "entries,expected",
+    "name,target,expected",
     [
-        ('oracle_irm = "hsm_plugin_bad:NotASystem"', "registers system 'oracle_irm' (hsm_plugin_bad:NotASystem), which hsm-bench already provides"),
-        ('not_a_system = "hsm_plugin_bad:NotASystem"', "is not a subclass of hsm_bench.api.system.System"),
-        ('gone = "hsm_plugin_bad.missing:Gone"', "cannot load system 'gone' from hsm_plugin_bad.missing:Gone"),
+        ("oracle_irm", "hsm_plugin_bad:NotASystem",
+         "registers system 'oracle_irm' (hsm_plugin_bad:NotASystem), which hsm-bench already provides"),
+        ("not_a_system", "hsm_plugin_bad:NotASystem", "is not a subclass of hsm_bench.api.system.System"),
+        ("gone", "hsm_plugin_bad.missing:Gone", "cannot load system 'gone' from hsm_plugin_bad.missing:Gone"),
     ],
-)
-def test_bad_plugins_are_one_line_errors(tmp_path, monkeypatch, capsys, entries, expected):
-    site = plugin_pkg.install(tmp_path, plugin_pkg.BAD, entries=entries)
+)  # fmt: skip
+def test_bad_plugins_are_one_line_errors(tmp_path, monkeypatch, capsys, name, target, expected):
+    site = plugin_pkg.install(tmp_path, plugin_pkg.bad(name, target))
     monkeypatch.syspath_prepend(str(site))
     SYSTEMS.reset_plugins()
     try:
-        name = entries.split(" =")[0]
         assert main(["run", "--system", name, "runtime.progress=false", f"paths.runs_dir={tmp_path / 'runs'}"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("hsm-bench run: error: ") and err.count("\n") == 1 and "Traceback" not in err
@@ -95,7 +95,7 @@ def test_bad_plugins_are_one_line_errors(tmp_path, monkeypatch, capsys, entries,
 
 
 def test_two_packages_with_one_name_clash(tmp_path, plugin_site, monkeypatch):
-    other = plugin_pkg.install(tmp_path, plugin_pkg.BAD, entries='half_gain = "hsm_plugin_bad:NotASystem"')
+    other = plugin_pkg.install(tmp_path, plugin_pkg.bad("half_gain", "hsm_plugin_bad:NotASystem"))
     monkeypatch.syspath_prepend(str(plugin_site))
     monkeypatch.syspath_prepend(str(other))
     SYSTEMS.reset_plugins()

@@ -10,9 +10,10 @@ import pytest
 import soundfile as sf
 
 from hsm_bench.api.testset import TestSet
+from hsm_bench.cli import main
 from hsm_bench.errors import BuildError
 from hsm_bench.hashing import sha256_file
-from hsm_bench.cli import main
+from tests import dataset_fixtures as fx
 from testsets.audiocaps import AudioCapsBuilder
 from testsets.clotho import ClothoBuilder
 from testsets.fsd50k import FSD50KBuilder
@@ -20,7 +21,6 @@ from testsets.instructions import TEMPLATES
 from testsets.music import MusicBuilder
 from testsets.ontology import load
 from testsets.three_sets import ThreeSetsBuilder
-from tests import dataset_fixtures as fx
 
 ONTO = load()
 CLOTHO_CAPTIONS = dict(fx.CLOTHO_CAPTIONS)
