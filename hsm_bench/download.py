@@ -37,6 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hsm_bench import weights
+from hsm_bench.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from hsm_bench.hashing import file_digest
 from hsm_bench.weights import WeightSpec, WeightsError
 
@@ -330,7 +331,7 @@ def download_weights(names=None, metrics=None, system=None, all_weights=False, f
     todo = names_for(names, metrics, system, all_weights)
     if not todo:
         print("nothing to fetch: name weights, or give --metrics / --system / --all (see `hsm-bench ls weights`)")
-        return 0 if (metrics or system) else 2
+        return EXIT_OK if (metrics or system) else EXIT_ERROR
     hosts = Hosts()
     failed = []
     for name in todo:
@@ -340,6 +341,7 @@ def download_weights(names=None, metrics=None, system=None, all_weights=False, f
             print(f"hsm-bench download-weights: {_one_line(exc)}", file=sys.stderr)
             failed.append(name)
     if failed:
-        print(f"{len(failed)} of {len(todo)} failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"hsm-bench download-weights: {len(failed)} of {len(todo)} failed: {', '.join(failed)}", file=sys.stderr)
+        # the exit statuses of every command: 2 nothing fetched, 1 some fetched
+        return EXIT_ERROR if len(failed) == len(todo) else EXIT_PARTIAL
+    return EXIT_OK

@@ -274,6 +274,8 @@ def test_score_bad_out_suffix_leaves_no_file(dirs, tmp_path, capsys):
     (["--metrics", "sdri"], "nothing to score: sdri skipped: no --mix-dir"),
     (["--captions", "nowhere.csv"], "--captions nowhere.csv: no such file"),
     (["--metrics", "sdr", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+    (["--metrics", "kl"], "on a connected machine with `hsm-bench download-weights panns-cnn14-16k`"),
+    (["--metrics", "sdr", "--param", "sdr.x=1"], "metrics.params.sdr.x: sdr has no parameter 'x'"),
 ])  # fmt: skip
 def test_score_mistakes_are_one_line(dirs, tmp_path, capsys, args, expected):
     pred, ref, _ = dirs

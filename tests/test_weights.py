@@ -230,9 +230,15 @@ def test_download_resumes_verifies_and_pins(server, spec_for):
 def test_download_checksum_mismatch_fails(server, spec_for, capsys):
     root, url = server
     (root / "bad.pth").write_bytes(b"abc")
+    (root / "good.pth").write_bytes(b"good")
     spec_for(name="t-bad", source=f"{url}/bad.pth", filename="bad.pth", sha256="0" * 64)
-    assert main(["download-weights", "t-bad"]) == 1
+    spec_for(name="t-good", source=f"{url}/good.pth", filename="good.pth")
+    assert main(["download-weights", "t-bad"]) == 2  # nothing fetched
     assert "sha256" in capsys.readouterr().err
+    assert main(["download-weights", "t-good", "t-bad"]) == 1  # some fetched, some failed
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "hsm-bench download-weights: 1 of 2 failed: t-bad"
+    assert weights.default_path("t-good").read_bytes() == b"good"
 
 
 def _tree(root: Path) -> list[tuple[str, int]]:
@@ -274,7 +280,8 @@ def connects(monkeypatch):
 def _failure_lines(err: str, names: list[str]) -> list[str]:
     """The stderr lines of a failed download-weights: one per file, then the summary."""
     lines = err.strip().splitlines()
-    assert len(lines) == len(names) + 1 and lines[-1].startswith(f"{len(names)} of {len(names)} failed")
+    assert len(lines) == len(names) + 1
+    assert lines[-1].startswith(f"hsm-bench download-weights: {len(names)} of {len(names)} failed")
     for line, name in zip(lines, names):
         assert line.startswith(f"hsm-bench download-weights: {name}: ")
     return lines[:-1]
@@ -286,7 +293,7 @@ def test_unreachable_http_hosts_fail_fast_once_per_host(spec_for, offline_home, 
     spec_for(name="t-a2", source=f"http://127.0.0.1:{a}/two.bin", filename="two.bin")
     spec_for(name="t-b1", source=f"http://127.0.0.1:{b}/three.bin", filename="three.bin")
     before = _tree(offline_home)
-    assert download.download_weights(["t-a1", "t-a2", "t-b1"]) == 1
+    assert download.download_weights(["t-a1", "t-a2", "t-b1"]) == 2  # nothing fetched
     lines = _failure_lines(capsys.readouterr().err, ["t-a1", "t-a2", "t-b1"])
     assert connects.count(("127.0.0.1", a)) == 1 and connects.count(("127.0.0.1", b)) == 1 and len(connects) == 2
     assert f"cannot reach 127.0.0.1:{a} from this machine (connection refused)" in lines[0]
@@ -338,7 +345,7 @@ def test_unreachable_hub_endpoint_fails_fast_once(spec_for, offline_home, connec
         spec_for(name="t-hub-file", source="hf://own/repo/model.pt", filename="model.pt")
         spec_for(name="t-hub-repo", source="hf://own/textmodel", filename="textmodel")
         before = _tree(offline_home)
-        assert download.download_weights(["t-hub-file", "t-hub-repo"]) == 1
+        assert download.download_weights(["t-hub-file", "t-hub-repo"]) == 2  # nothing fetched
         err = capsys.readouterr().err
     finally:
         closer.close()
@@ -352,7 +359,7 @@ def test_unreachable_hub_endpoint_fails_fast_once(spec_for, offline_home, connec
 def test_hub_offline_setting_is_honoured_without_connecting(spec_for, offline_home, connects, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec_for(name="t-hub-off", source="hf://own/repo/model.pt", filename="model.pt")
-    assert download.download_weights(["t-hub-off"]) == 1
+    assert download.download_weights(["t-hub-off"]) == 2  # nothing fetched
     (line,) = _failure_lines(capsys.readouterr().err, ["t-hub-off"])
     assert "HF_HUB_OFFLINE" in line and connects == []
 
@@ -382,7 +389,7 @@ def test_a_failed_hub_download_leaves_nothing_behind(spec_for, offline_home, cap
         monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # fixed when the library was imported
         spec_for(name="t-hub-404", source="hf://own/repo/model.pt", filename="model.pt")
         before = _tree(offline_home)
-        assert download.download_weights(["t-hub-404"]) == 1
+        assert download.download_weights(["t-hub-404"]) == 2  # nothing fetched
     finally:
         httpd.shutdown()
     (line,) = _failure_lines(capsys.readouterr().err, ["t-hub-404"])
@@ -412,7 +419,7 @@ def test_an_interrupted_http_download_keeps_only_its_partial_file(spec_for, offl
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         spec_for(name="t-short", source=f"http://127.0.0.1:{httpd.server_port}/s.bin", filename="s.bin")
-        assert download.download_weights(["t-short"]) == 1
+        assert download.download_weights(["t-short"]) == 2  # nothing fetched
     finally:
         httpd.shutdown()
     (line,) = _failure_lines(capsys.readouterr().err, ["t-short"])
