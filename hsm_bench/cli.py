@@ -399,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say(cmd, "interrupted: finished items are kept; rerun the same command to resume")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `hsm-bench ls | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except HsmBenchError as exc:
         if os.environ.get("HSM_BENCH_TRACEBACK"):
             raise
