@@ -188,3 +188,42 @@ def test_run_folder_records_provenance(compose_config, tiny_testset, tmp_path):
     assert other["run_dir"] == out["run_dir"]
     changed = _run(compose_config, tiny_testset, tmp_path, "oracle_irm", "metrics.names=[sdr]", "system.params.beta=1.0")
     assert changed["run_dir"] != out["run_dir"]
+
+
+class DescribedSound(System):
+    """An extraction-only "oracle": returns the sound the caption describes (target or interferer)."""
+
+    name = "described_sound"
+    requires_target = True
+    tasks = ("extract",)
+    seen_tasks: list[str] = []
+    seen_styles: list[str] = []
+
+    def separate(self, batch: SeparationBatch) -> torch.Tensor:
+        DescribedSound.seen_tasks.extend(batch.task)
+        DescribedSound.seen_styles.extend(batch.query_style)
+        pick = [0 if c.startswith("a harmonic") else 1 for c in batch.caption]  # the tiny set's two captions
+        return torch.stack([batch.target[k] if p == 0 else batch.interferer[k] for k, p in enumerate(pick)])
+
+
+def test_removal_for_an_extraction_only_system_is_mixture_minus_extraction(compose_config, tiny_testset, tmp_path):
+    DescribedSound.seen_tasks, DescribedSound.seen_styles = [], []
+    SYSTEMS.register("described_sound", DescribedSound)
+    try:
+        out = _run(compose_config, tiny_testset, tmp_path, "described_sound", "metrics.names=[sdr]")
+    finally:
+        SYSTEMS.unregister("described_sound")
+    assert set(DescribedSound.seen_tasks) == {"extract"} and len(DescribedSound.seen_tasks) == 12
+    assert set(DescribedSound.seen_styles) == {"caption"}
+    run = json.loads(open(f"{out['run_dir']}/run.json").read())
+    assert run["system"]["remove"] == "mixture minus extraction (harness)"
+    rows = {r["id"]: r for r in _items(out["run_dir"])}
+    for k in range(12):
+        item = f"tiny-{k:03d}"
+        est, _ = sf.read(f"{out['run_dir']}/outputs/{item}.wav", dtype="float32")
+        ref, _ = sf.read(tiny_testset / f"audio/target/{item}.wav", dtype="float32")
+        mix, _ = sf.read(tiny_testset / f"audio/mixture/{item}.wav", dtype="float32")
+        itf, _ = sf.read(tiny_testset / f"audio/interferer/{item}.wav", dtype="float32")
+        expected = ref if k % 2 == 0 else mix - itf  # the tiny set: even items extract, odd remove
+        np.testing.assert_array_equal(est, expected.astype(np.float32))
+        assert rows[item]["values"]["sdr"] > 60

@@ -161,6 +161,7 @@ def test_fsd50k_queries_are_labels_and_captions_for_caption_sets(built):
     for row in fsd:
         assert row.caption == fsd_label_text(_described(row)["file"])
         assert row.instruction in instructions_for(row.task, row.caption, "label")
+        assert row.query_style == "label"  # recorded for the baselines' query templates
     clotho = TestSet(built["clotho"])
     assert {r.task for r in clotho} == {"extract", "remove"}
     for row in clotho:
@@ -168,6 +169,7 @@ def test_fsd50k_queries_are_labels_and_captions_for_caption_sets(built):
         described = _described(row)
         assert row.caption == CLOTHO_CAPTIONS[described["file"].rsplit("/", 1)[-1]][described["caption_index"]]
         assert row.instruction in instructions_for(row.task, row.caption, "caption")
+        assert row.query_style == "caption"
 
 
 def test_rebuild_from_manifest_is_byte_identical(built, trees, tmp_path):

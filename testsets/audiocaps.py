@@ -46,7 +46,7 @@ def read_segments_csv(path: Path) -> dict[str, set[str]]:
 
 class AudioCapsBuilder(PairBuilder):
     name: ClassVar[str] = "audiocaps"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: rows record query_style
     default_n_items: ClassVar[int] = 500
     window_rule: ClassVar[str] = "fixed"
 

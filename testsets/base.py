@@ -46,6 +46,9 @@ class ItemSpec:
     interferer_labels: list[str]
     source: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    # how `caption` is phrased: "caption" (a sentence) or "label" (a class name); baselines
+    # query differently (e.g. a prompt template around labels), as their papers did
+    query_style: str = "caption"
 
 
 class TestSetWriter:
@@ -93,6 +96,7 @@ class TestSetWriter:
             **paths,
             "task": spec.task,
             "caption": spec.caption,
+            "query_style": spec.query_style,
             "instruction": spec.instruction,
             "target_captions": list(spec.target_captions),
             "target_labels": list(spec.target_labels),

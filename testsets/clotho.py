@@ -25,7 +25,7 @@ from testsets.tags import TAGGER_VERSION, tagger_for
 
 class ClothoBuilder(PairBuilder):
     name: ClassVar[str] = "clotho"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: rows record query_style
     default_n_items: ClassVar[int] = 500
     window_rule: ClassVar[str] = "shorter_source"
     window_s: ClassVar[float] = 30.0

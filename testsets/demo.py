@@ -38,7 +38,7 @@ MAX_REDRAWS = 2000  # per item; far above what a set of the default size ever ne
 
 class DemoBuilder(Builder):
     name: ClassVar[str] = "demo"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: rows record query_style
     default_n_items: ClassVar[int] = 200
 
     def build(self, out_dir: Path, progress: bool = True) -> Path:

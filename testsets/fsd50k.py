@@ -28,7 +28,7 @@ def label_text(ontology: Ontology, mids) -> str:
 
 class FSD50KBuilder(PairBuilder):
     name: ClassVar[str] = "fsd50k"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: rows record query_style
     default_n_items: ClassVar[int] = 500
     window_rule: ClassVar[str] = "shorter_source"
     window_s: ClassVar[float] = 30.0

@@ -38,7 +38,7 @@ def test_videos() -> list[tuple[str, str]]:
 
 class MusicBuilder(PairBuilder):
     name: ClassVar[str] = "music"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: rows record query_style
     default_n_items: ClassVar[int] = 500
     snr_range: ClassVar[tuple[float, float]] = (-5.0, 5.0)
     window_rule: ClassVar[str] = "fixed"

@@ -344,6 +344,7 @@ class PairBuilder(Builder):
         return ItemSpec(
             id=f"{self.name}-{k:05d}",
             task=task,
+            query_style=described.query_style,
             caption=caption,
             instruction=text,
             target=np.zeros(0, np.float32),

@@ -146,7 +146,9 @@ def build_from_manifest(name: str | None, manifest: Path, source: str | None, ou
             writer.add(ItemSpec(id=row.id, task=row.task, caption=row.caption, instruction=row.instruction,
                                 target=target, interferer=interferer, snr_db=row.snr_db,
                                 target_captions=row.target_captions, target_labels=row.target_labels,
-                                interferer_labels=row.interferer_labels, source=src, extra=row.extra))  # fmt: skip
+                                interferer_labels=row.interferer_labels, source=src,
+                                extra={k: v for k, v in row.extra.items() if k != "query_style"},
+                                query_style=row.query_style))  # fmt: skip
             written = writer.rows[-1]["sha256"]
             if written != row.sha256:
                 mismatched.append(row.id)
@@ -262,7 +264,8 @@ def _add_audiosep(writer, name, k, row, header, files, rng) -> None:
     noise_cols = [c for c in row["_cells"][header.index("src_wav") + 1 :]]
     labels = row.get("labels", "").strip()
     spec = ItemSpec(
-        id=f"{name}-{idx:05d}", task="extract", caption=caption, instruction=instruction("extract", caption, _style(caption), rng),
+        id=f"{name}-{idx:05d}", task="extract", caption=caption, query_style=_style(caption),
+        instruction=instruction("extract", caption, _style(caption), rng),
         target=np.zeros(0), interferer=np.zeros(0), snr_db=round(measured_snr_db(target, interferer), 4),
         target_captions=[caption], target_labels=[labels] if labels else [], interferer_labels=[],
         source={"dataset": "audiosep", "idx": idx, "src_wav": row["src_wav"], "noise_wavs": noise_cols,
@@ -279,7 +282,8 @@ def _add_dcase(writer, name, k, row, header, files, rng) -> None:
     v, _ = read_audio(_need(files, Path(noise).name), sample_rate=CANONICAL_RATE, mono=True)
     caption = row["query"].strip()
     writer.add(ItemSpec(
-        id=f"{name}-{k:05d}", task="extract", caption=caption, instruction=instruction("extract", caption, _style(caption), rng),
+        id=f"{name}-{k:05d}", task="extract", caption=caption, query_style=_style(caption),
+        instruction=instruction("extract", caption, _style(caption), rng),
         target=crop_or_pad(s, n, 0), interferer=crop_or_pad(v, n, 0), snr_db=float(row["snr"]),
         target_captions=[caption], target_labels=[], interferer_labels=[],
         source={"dataset": "dcase2024", "source": src, "noise": noise},

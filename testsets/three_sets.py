@@ -32,7 +32,7 @@ PARTS = {"audiocaps": AudioCapsBuilder, "clotho": ClothoBuilder, "fsd50k": FSD50
 
 class ThreeSetsBuilder(PairBuilder):
     name: ClassVar[str] = "three_sets"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: rows record query_style
     default_n_items: ClassVar[int] = 1000
     window_rule: ClassVar[str] = "fixed"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -15,8 +15,13 @@ class SeparationBatch:
     """One batch handed to :meth:`System.separate`.
 
     ``mixture`` is ``[B, C, T]`` float32 at the system's ``sample_rate``, zero-padded to the
-    longest item; ``lengths`` holds each item's valid samples. ``target`` and
-    ``interferer`` are set only for systems with ``requires_target`` (the oracles).
+    longest item; ``lengths`` holds each item's valid samples. ``instructions`` is the full
+    text instruction (for instruction-following systems such as HSM-TSS); ``caption`` the
+    description of the sound to extract or remove and ``query_style`` how it is phrased
+    ("caption": a sentence, "label": a class name), for query-based baselines that build
+    their own query text. ``target`` and ``interferer`` are set only for systems with
+    ``requires_target`` (the oracles). A system whose ``tasks`` lack "remove" only ever
+    sees ``task == "extract"``: the harness turns its extraction into the removal.
     """
 
     item_ids: list[str]
@@ -25,6 +30,7 @@ class SeparationBatch:
     instructions: list[str]
     task: list[str]
     caption: list[str]
+    query_style: list[str] = field(default_factory=list)
     target: torch.Tensor | None = None
     interferer: torch.Tensor | None = None
 
@@ -46,6 +52,9 @@ class System:
     channels: ClassVar[int] = 1
     max_duration_s: ClassVar[float | None] = None
     requires_target: ClassVar[bool] = False
+    # tasks the model performs itself; for an extraction-only model the harness answers a
+    # "remove" item with mixture - extraction of the described sound, at the system's rate
+    tasks: ClassVar[tuple[str, ...]] = ("extract", "remove")
     version: ClassVar[str] = "1"  # bump when the system's code changes its output
     weights: ClassVar[tuple[str, ...]] = ()  # hsm_bench.weights names load() resolves
 
@@ -82,6 +91,7 @@ class System:
             "version": self.version,
             "code_sha1": self.code_sha1(),
             "sample_rate": self.sample_rate,
+            "remove": "native" if "remove" in self.tasks else "mixture minus extraction (harness)",
             "params": self.params,
             "checkpoint_sha256": self.checkpoint_sha256(),
         }

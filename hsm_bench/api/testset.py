@@ -56,6 +56,12 @@ class ManifestRow:
         extra = {k: v for k, v in d.items() if k not in REQUIRED_FIELDS}
         return cls(**known, extra=extra)
 
+    @property
+    def query_style(self) -> str:
+        """"caption" (a sentence) or "label" (a class name); manifests built before builders
+        recorded it hold sentence captions except label-query sets, which must be rebuilt."""
+        return str(self.extra.get("query_style", "caption"))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         extra = d.pop("extra")

@@ -65,13 +65,16 @@ def _batch(items: list[tuple[ManifestRow, dict[str, np.ndarray]]], system: Syste
         return torch.from_numpy(x).to(system.device)
 
     rows = [r for r, _ in items]
+    native = set(system.tasks)
     return SeparationBatch(
         item_ids=[r.id for r in rows],
         mixture=stack("mixture"),
         lengths=torch.tensor(lengths),
         instructions=[r.instruction for r in rows],
-        task=[r.task for r in rows],
+        # an extraction-only system extracts the described sound of a "remove" item
+        task=[r.task if r.task in native else "extract" for r in rows],
         caption=[r.caption for r in rows],
+        query_style=[r.query_style for r in rows],
         target=stack("target") if system.requires_target else None,
         interferer=stack("interferer") if system.requires_target else None,
     )
@@ -98,6 +101,15 @@ def _run_system(system: System, items: list[tuple[ManifestRow, dict[str, np.ndar
             chunks.extend(_run_system(system, [(row, part)]))
         results.append(overlap_add(chunks, spans, n))
     return results
+
+
+def _separate(system: System, items: list[tuple[ManifestRow, dict[str, np.ndarray]]]) -> list[np.ndarray]:
+    """Outputs per item; "remove" items of an extraction-only system become the mixture minus
+    the extraction, at the system's rate (before the output is resampled back)."""
+    outs = _run_system(system, items)
+    if "remove" in system.tasks:
+        return outs
+    return [a["mixture"][:, : o.shape[-1]] - o if row.task == "remove" else o for (row, a), o in zip(items, outs)]
 
 
 def _finish(out: np.ndarray, n_expected: int, system: System, test_sr: int) -> np.ndarray:
@@ -182,7 +194,7 @@ def run_separation(
                 continue
             tb = time.perf_counter()
             try:
-                outs = _run_system(system, [(r, a) for r, a, _ in loaded])
+                outs = _separate(system, [(r, a) for r, a, _ in loaded])
                 groups = [(loaded, outs, (time.perf_counter() - tb) / len(loaded))]
             except Exception:
                 # isolate the failing item(s): rerun the batch one item at a time
@@ -190,7 +202,7 @@ def run_separation(
                 for r, a, n in loaded:
                     ti = time.perf_counter()
                     try:
-                        groups.append(([(r, a, n)], _run_system(system, [(r, a)]), time.perf_counter() - ti))
+                        groups.append(([(r, a, n)], _separate(system, [(r, a)]), time.perf_counter() - ti))
                     except Exception as exc:
                         record(r, "error", time.perf_counter() - ti, f"system failed: {_describe(exc)}")
             for group, outs, secs in groups:
