@@ -289,6 +289,11 @@ def download_one(name: str, force: bool = False, hosts: Hosts | None = None) -> 
             _verify(s, dest)
         print(f"{name}: present at {dest}")
         return dest
+    if s.manual:
+        raise DownloadError(
+            f"{name}: {s.description} is only published on {s.manual} ({s.source}), which serves browsers, not "
+            f"scripts: download it there and put it at {dest} (or pass --weights {name}=/path/to/{s.filename})"
+        )
     hosts = hosts or Hosts()
     base = origin(s)
     host = urlsplit(base).netloc

@@ -65,6 +65,9 @@ class WeightSpec:
     sha256: str | None = None  # None: not published; pinned by the first download (lock file)
     size: int | None = None
     md5: str | None = None  # e.g. Zenodo publishes md5 only
+    # a host that serves files only to a browser (Google Drive, OneDrive): the page to open;
+    # `download-weights` then says where to put the file instead of trying to fetch it
+    manual: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property

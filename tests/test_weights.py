@@ -447,3 +447,14 @@ def test_ls_weights_lists_state(capsys, tmp_path):
         assert main(["ls", "weights"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if "panns-cnn14-16k" in row)
     assert "present" in line
+
+
+def test_browser_only_hosts_get_a_manual_download_message(spec_for, capsys, connects):
+    spec_for(name="t-drive", source="https://drive.google.com/file/d/XYZ/view", filename="model.pt",
+             manual="Google Drive")  # fmt: skip
+    assert main(["download-weights", "t-drive"]) == 2
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line.startswith("hsm-bench download-weights: t-drive: test file is only published on Google Drive")
+    assert f"put it at {weights.default_path('t-drive')}" in line and "--weights t-drive=" in line
+    assert connects == []  # nothing is tried
+    assert not weights.default_path("t-drive").parent.exists()
