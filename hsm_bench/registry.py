@@ -156,6 +156,7 @@ SYSTEMS = Registry(
         "oracle_mixture": "systems.oracles:MixtureOracle",
         "oracle_target": "systems.oracles:TargetOracle",
         "oracle_irm": "systems.oracles:IdealRatioMask",
+        "external": "systems.external:External",
     },
 )
 

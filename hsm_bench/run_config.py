@@ -29,7 +29,7 @@ from hsm_bench.params import did_you_mean, parameters
 
 # (flag, takes a value) of `run`; Hydra's own flags that make sense are passed through
 SUGAR = {"--system": True, "--testset": True, "--metrics": True, "--weights": True, "--keep-errors": False,
-         "-m": False, "--multirun": False}  # fmt: skip
+         "--command": True, "-m": False, "--multirun": False}  # fmt: skip
 HYDRA_FLAGS = {"--cfg": True, "-c": True, "--resolve": False, "--package": True, "-p": True, "--info": False}
 GROUPS = ("system", "testset", "metrics", "paths", "runtime")
 # config maps whose keys are open: `+`/`++` may add keys there (checked against real parameters)
@@ -78,6 +78,10 @@ def parse_args(args: list[str]) -> tuple[list[str], list[str], bool]:
             if not sep or not name or not path:
                 raise ConfigError(f"--weights expects NAME=PATH, got {val!r}")
             overrides.append(f"++weights.{name}={path}")
+        elif key == "--command":  # the external system's command template
+            if not any(o.startswith("system=") for o in overrides):
+                overrides.append("system=external")
+            overrides.append(f"++system.params.command={_hydra_string(val)}")
         elif key == "--keep-errors":
             overrides.append("runtime.keep_errors=true")
         elif key in ("-m", "--multirun"):
@@ -87,6 +91,18 @@ def parse_args(args: list[str]) -> tuple[list[str], list[str], bool]:
         else:
             overrides.append(arg)
     return overrides, flags, multirun
+
+
+def _hydra_string(value: str) -> str:
+    """``value`` as a quoted Hydra string that composes back to exactly ``value``: a quote is
+    escaped (with the backslashes before it doubled, Hydra's rule), and ``${`` escaped so
+    OmegaConf does not take a shell variable for an interpolation."""
+    import re
+
+    text = value.replace("${", "\\${")
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)  # they precede the closing quote
+    return "'" + text + "'"
 
 
 # -- plugin configs ------------------------------------------------------------------

@@ -38,6 +38,11 @@ class SeparationBatch:
         return len(self.item_ids)
 
 
+class SeparationError(Exception):
+    """An item a system could not separate; its message becomes the item's error reason as is
+    (for reasons the system can state, e.g. an external command's exit status and stderr)."""
+
+
 class System:
     """Base class of every separation system.
 
@@ -55,6 +60,7 @@ class System:
     # tasks the model performs itself; for an extraction-only model the harness answers a
     # "remove" item with mixture - extraction of the described sound, at the system's rate
     tasks: ClassVar[tuple[str, ...]] = ("extract", "remove")
+    needs_user_params: ClassVar[bool] = False  # True: the config's defaults alone cannot build it
     version: ClassVar[str] = "1"  # bump when the system's code changes its output
     weights: ClassVar[tuple[str, ...]] = ()  # hsm_bench.weights names load() resolves
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hsm_bench.api.system import SeparationBatch, System
+from hsm_bench.api.system import SeparationBatch, SeparationError, System
 from hsm_bench.api.testset import ManifestRow, TestSet
 from hsm_bench.audio.chunking import chunk_spans, overlap_add
 from hsm_bench.audio.io import read_audio, write_audio
@@ -31,8 +31,8 @@ from hsm_bench.store.runstore import RunDir
 LENGTH_TOLERANCE = 2
 
 
-class ItemError(Exception):
-    pass
+class ItemError(SeparationError):
+    """A problem with one item found by the harness (input, output shape, NaN, length)."""
 
 
 def _load_item(ts: TestSet, row: ManifestRow, system: System) -> tuple[dict[str, np.ndarray], int]:
@@ -219,7 +219,7 @@ def run_separation(
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ItemError):
+    if isinstance(exc, SeparationError):
         return str(exc)
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno}" if last else ""
