@@ -113,6 +113,7 @@ def _runtime(cfg: DictConfig) -> dict[str, Any]:
         "progress": check_bool(rt.get("progress", True), "runtime.progress"),
         "keep_errors": check_bool(rt.get("keep_errors", False), "runtime.keep_errors"),
         "feature_cache": check_bool(rt.get("feature_cache", True), "runtime.feature_cache"),
+        "threads": check_positive_int(rt.get("threads"), "runtime.threads", allow_none=True),
     }
 
 
@@ -123,6 +124,10 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     2 nothing succeeded) and ``problem`` the one line that explains a non-zero status.
     """
     opts = _runtime(cfg)
+    if opts["threads"]:
+        import torch
+
+        torch.set_num_threads(opts["threads"])
     with weights.overrides(_plain(cfg.get("weights") or {})):
         return _run(cfg, opts)
 
