@@ -34,6 +34,10 @@ class SeparationBatch:
     target: torch.Tensor | None = None
     interferer: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        if not self.query_style:  # batches built by hand (notebooks, benchmarks): sentence captions
+            self.query_style = ["caption"] * len(self.item_ids)
+
     def __len__(self) -> int:
         return len(self.item_ids)
 
