@@ -379,14 +379,16 @@ class _NotFound(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_failed_hub_download_leaves_nothing_behind(spec_for, offline_home, capsys, monkeypatch):
-    hub = pytest.importorskip("huggingface_hub")
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub import constants  # a submodule: not an attribute until imported
+
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_port}")
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # fixed when the library was imported
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # fixed when the library was imported
         spec_for(name="t-hub-404", source="hf://own/repo/model.pt", filename="model.pt")
         before = _tree(offline_home)
         assert download.download_weights(["t-hub-404"]) == 2  # nothing fetched

@@ -87,12 +87,16 @@ class System:
         return None
 
     def code_sha1(self) -> str:
-        """Hash of the source of the system's module: a code change yields a new run."""
-        try:
-            src = inspect.getsource(inspect.getmodule(type(self)))
-        except (OSError, TypeError):
-            src = type(self).__qualname__
-        return hashlib.sha1(src.encode()).hexdigest()[:12]
+        """Hash of the source of the system's module and of every module of the same package it
+        uses (a network or STFT split into helper modules): a code change yields a new run."""
+        h = hashlib.sha1()
+        for module in _own_modules(inspect.getmodule(type(self))):
+            try:
+                src = inspect.getsource(module)
+            except (OSError, TypeError):
+                src = module.__name__
+            h.update(f"{module.__name__}\n{src}\n".encode())
+        return h.hexdigest()[:12]
 
     def info(self) -> dict[str, Any]:
         return {
@@ -105,3 +109,37 @@ class System:
             "params": self.params,
             "checkpoint_sha256": self.checkpoint_sha256(),
         }
+
+
+def _own_modules(root: Any) -> list[Any]:
+    """``root`` and the modules of its top-level package that its source imports anywhere (also
+    inside functions: systems import their networks lazily in ``load``), transitively, by name."""
+    import ast
+    import importlib
+
+    if root is None:
+        return []
+    top = root.__name__.split(".")[0]
+    seen: dict[str, Any] = {}
+    todo = [root]
+    while todo:
+        module = todo.pop()
+        if module.__name__ in seen:
+            continue
+        seen[module.__name__] = module
+        try:
+            tree = ast.parse(inspect.getsource(module))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
+        for name in sorted(n for n in names if n.split(".")[0] == top and n not in seen):
+            try:
+                todo.append(importlib.import_module(name))
+            except ImportError:
+                continue
+    return [seen[n] for n in sorted(seen)]
