@@ -1,0 +1,1 @@
+"""Reports: paper-style tables beside the published numbers (``reports/published/``)."""
