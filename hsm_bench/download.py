@@ -249,6 +249,18 @@ def fetch_url(url: str, dest: Path, timeout: float = 60.0, chunk: int = 1 << 20)
     return dest
 
 
+def hub_file(source: str) -> tuple[str | None, str, str]:
+    """(repo_type, repo_id, path in repo) of one Hub file: ``hf://owner/name/path`` in a model
+    repository, ``hf://spaces/owner/name/path`` in a Space (some checkpoints, e.g. AudioSep's,
+    are published only in a demo Space)."""
+    rest = source[len("hf://") :]
+    repo_type = None
+    if rest.startswith("spaces/"):
+        repo_type, rest = "space", rest[len("spaces/") :]
+    owner, name, in_repo = rest.split("/", 2)
+    return repo_type, f"{owner}/{name}", in_repo
+
+
 def _hub(s: WeightSpec, dest: Path) -> Path:
     try:
         import huggingface_hub
@@ -259,8 +271,9 @@ def _hub(s: WeightSpec, dest: Path) -> Path:
         huggingface_hub.snapshot_download(s.repo_id, local_dir=str(dest), allow_patterns=s.extra.get("allow_patterns"),
                                           endpoint=endpoint)  # fmt: skip
         return dest
-    in_repo = s.source[len("hf://") :].split("/", 2)[2]
-    got = huggingface_hub.hf_hub_download(s.repo_id, in_repo, local_dir=str(dest.parent), endpoint=endpoint)
+    repo_type, repo_id, in_repo = hub_file(s.source)
+    got = huggingface_hub.hf_hub_download(repo_id, in_repo, repo_type=repo_type, local_dir=str(dest.parent),
+                                          endpoint=endpoint)  # fmt: skip
     if Path(got).resolve() != dest.resolve():
         Path(got).replace(dest)
     return dest

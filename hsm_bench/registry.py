@@ -156,6 +156,11 @@ SYSTEMS = Registry(
         "oracle_mixture": "systems.oracles:MixtureOracle",
         "oracle_target": "systems.oracles:TargetOracle",
         "oracle_irm": "systems.oracles:IdealRatioMask",
+        "audiosep": "systems.audiosep:AudioSep",
+        "audiosep_dcase16k": "systems.audiosep:AudioSepDCASE16k",
+        "bimodalsep": "systems.bimodalsep:BiModalSep",
+        "lass_net": "systems.lass_net:LassNet",
+        "clipsep": "systems.clipsep:CLIPSep",
         "external": "systems.external:External",
     },
 )

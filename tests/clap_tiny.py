@@ -73,16 +73,9 @@ def bert_folder(path: Path, hidden: int = 32, layers: int = 1, heads: int = 2, v
 
 
 def roberta_tokenizer(vocab_size: int = 400):
-    from tokenizers import ByteLevelBPETokenizer
-    from tokenizers.processors import RobertaProcessing
-    from transformers import RobertaTokenizerFast
+    from systems.random_init import local_roberta_tokenizer
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS, vocab_size=vocab_size, min_frequency=1, show_progress=False,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])  # fmt: skip
-    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
-    return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")  # fmt: skip
+    return local_roberta_tokenizer(CORPUS, vocab_size)
 
 
 def roberta_folder(path: Path, hidden: int = 32, layers: int = 1, heads: int = 2, seed: int = 0) -> Path:

@@ -380,7 +380,9 @@ class _NotFound(http.server.BaseHTTPRequestHandler):
 
 def test_a_failed_hub_download_leaves_nothing_behind(spec_for, offline_home, capsys, monkeypatch):
     pytest.importorskip("huggingface_hub")
-    from huggingface_hub import constants  # a submodule: not an attribute until imported
+    from huggingface_hub import (
+        constants,  # a submodule: not an attribute until imported
+    )
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
