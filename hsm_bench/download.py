@@ -27,6 +27,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 import ssl
 import sys
@@ -39,7 +40,7 @@ from urllib.parse import urlsplit
 from hsm_bench import weights
 from hsm_bench.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from hsm_bench.hashing import file_digest
-from hsm_bench.weights import WeightSpec, WeightsError
+from hsm_bench.weights import WeightsError, WeightSpec
 
 PROBE_TIMEOUT = 10.0  # seconds; a host that answers nothing in this time is taken as unreachable
 PARTIAL_SUFFIXES = (".part", ".incomplete")  # resumable downloads (ours, huggingface_hub's)
@@ -272,10 +273,13 @@ def _hub(s: WeightSpec, dest: Path) -> Path:
                                           endpoint=endpoint)  # fmt: skip
         return dest
     repo_type, repo_id, in_repo = hub_file(s.source)
-    got = huggingface_hub.hf_hub_download(repo_id, in_repo, repo_type=repo_type, local_dir=str(dest.parent),
+    # into a private folder: huggingface_hub recreates the repository's sub-folders and keeps
+    # its .cache there (the resume state of a partial download, kept on failure)
+    staging = dest.parent / f".{dest.name}.hub"
+    got = huggingface_hub.hf_hub_download(repo_id, in_repo, repo_type=repo_type, local_dir=str(staging),
                                           endpoint=endpoint)  # fmt: skip
-    if Path(got).resolve() != dest.resolve():
-        Path(got).replace(dest)
+    Path(got).replace(dest)
+    shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 

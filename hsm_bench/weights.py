@@ -80,7 +80,8 @@ class WeightSpec:
         """``owner/name`` of the Hub repository holding this entry (None for a plain URL)."""
         if not self.source.startswith("hf://"):
             return None
-        return "/".join(self.source[len("hf://") :].split("/")[:2])
+        rest = self.source[len("hf://") :].removeprefix("spaces/")  # a Space file: hf://spaces/owner/name/path
+        return "/".join(rest.split("/")[:2])
 
 
 WEIGHTS: dict[str, WeightSpec] = {}

@@ -345,6 +345,9 @@ def test_a_space_file_is_fetched_with_repo_type_space(monkeypatch, capsys):
     dest = download.download_one("audiosep-base-4m")
     assert calls == [("Audio-AGI/AudioSep", "checkpoint/audiosep_base_4M_steps.ckpt", "space")]
     assert dest == weights.default_path("audiosep-base-4m") and dest.read_bytes() == b"ckpt"
+    # only the file (and its sha256 memo) is left: no sub-folder or .cache of the Space layout
+    assert sorted(p.name for p in dest.parent.iterdir()) == [f".{dest.name}.sha256.json", dest.name]
+    assert weights.spec("audiosep-base-4m").repo_id == "Audio-AGI/AudioSep"
 
 
 # -- random weights (benchmarks) ----------------------------------------------------------
