@@ -275,6 +275,24 @@ def cmd_aggregate(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from hsm_bench import weights
+    from hsm_bench.paths import default_paths
+
+    try:
+        from reports.report import make_report
+    except ImportError as exc:
+        raise ConfigError(f"reports need the report extra ({exc.name} is missing): pip install 'hsm-bench[report]'") from None
+    runs = a.runs or [os.environ.get("HSM_BENCH_RUNS") or default_paths()["runs_dir"]]
+    parts = tuple(p.strip() for p in a.parts.split(",") if p.strip())
+    with weights.overrides(a.weights):
+        summary = make_report(runs, a.out, parts=parts, published=a.published == "on", reference=a.reference,
+                              embedder=None if a.embedder == "none" else a.embedder, seed=a.seed,
+                              max_items=a.max_items, progress=not a.no_progress)  # fmt: skip
+    print(f"report of {len(summary['runs'])} run(s) written to {a.out} in {summary['seconds']:.1f} s")
+    return EXIT_OK
+
+
 def cmd_download_weights(a: argparse.Namespace) -> int:
     from hsm_bench.download import download_weights
 
@@ -356,6 +374,25 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("aggregate", help="recompute corpus.json of a run folder from its items.jsonl")
     ag.add_argument("run_dir")
 
+    r = sub.add_parser(
+        "report",
+        help="paper tables, significance, breakdowns, figures and a listening page from run folders",
+        description="Report run folders (or the run folders under the given folders; default ./runs): the "
+        "paper's tables beside its published numbers, paired significance tests, breakdowns by SNR, task, class "
+        "and query kind, figures, and a self-contained listening page. Needs the report extra.",
+    )
+    r.add_argument("runs", nargs="*", help="run folders or folders holding them (default: ./runs or $HSM_BENCH_RUNS)")
+    r.add_argument("--out", default="report", help="output folder (default: report); replaced if it is a report")
+    r.add_argument("--parts", default="tables,breakdowns,figures,listen", help="comma list of parts to write")
+    r.add_argument("--published", choices=["on", "off"], default="on", help="show the paper's numbers beside (default on)")
+    r.add_argument("--reference", help="the system every other one is tested against (default: the best per column)")
+    r.add_argument("--embedder", default="msclap-2023",
+                   help="embedder for the t-SNE of outputs and references, or none (default msclap-2023)")
+    r.add_argument("--seed", type=int, default=0, help="seed of bootstrap, permutation tests and t-SNE (default 0)")
+    r.add_argument("--max-items", type=int, help="items on the listening page per test set (default: all)")
+    r.add_argument("--weights", action="append", metavar="NAME=PATH", help="use a local checkpoint file for NAME")
+    r.add_argument("--no-progress", action="store_true")
+
     dw = sub.add_parser(
         "download-weights",
         help="fetch and verify checkpoints on a connected machine (runs never download)",
@@ -392,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         handler = {
             "score": cmd_score, "build-testset": cmd_build_testset, "ls": cmd_ls, "info": cmd_info,
-            "validate": cmd_validate, "aggregate": cmd_aggregate,
+            "validate": cmd_validate, "aggregate": cmd_aggregate, "report": cmd_report,
             "download-weights": cmd_download_weights, "download-metadata": cmd_download_metadata,
         }[a.cmd]  # fmt: skip
         return handler(a)
