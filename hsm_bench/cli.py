@@ -30,6 +30,9 @@ without running the system again.
   --metrics LIST    metrics, output keys or sets, comma separated (hsm-bench ls metrics);
                     the table shows what you ask for, corpus.json every metric scored
   --weights N=PATH  use a local checkpoint file or folder for weights N (hsm-bench ls weights)
+  --shard I/N       work on shard I of N (items I, I+N, ...) in the same run folder; the
+                    last shard to finish writes corpus.json. Sweep the index with -m to run
+                    the shards as separate jobs (e.g. hydra/launcher=local_2 or slurm_gpu)
   --keep-errors     do not retry items that failed in an earlier run of this command
                     (default: a rerun tries them again; failures are often environmental)
   -m, --multirun    sweep over comma lists, e.g. -m system=oracle_irm,oracle_mixture
@@ -64,21 +67,38 @@ def cmd_run(argv: list[str]) -> int:
     from hsm_bench.run_config import checked_overrides, parse_args
 
     overrides, flags, multirun = parse_args(argv)
-    overrides = checked_overrides(overrides, multirun)
+    overrides, runs_dir = checked_overrides(overrides, multirun)
     hydra_app.RESULTS.clear()
-    saved = sys.argv
+    saved, saved_env = sys.argv, os.environ.get(hydra_app.RESULTS_ENV)
     sys.argv = ["hsm-bench-run", *flags, *(["--multirun"] if multirun else []), *overrides]
+    results_dir = None
+    if multirun:  # jobs may run in other processes or on other nodes: they report through files
+        import tempfile
+
+        Path(runs_dir, ".sweeps").mkdir(parents=True, exist_ok=True)
+        results_dir = Path(tempfile.mkdtemp(prefix="results-", dir=Path(runs_dir, ".sweeps")))
+        os.environ[hydra_app.RESULTS_ENV] = str(results_dir)
     try:
         hydra_app.main()
-    except hydra_app.JobAbort as abort:
-        _say("run", f"error: {abort.message}")
-        return EXIT_ERROR
+        results = hydra_app.collect(results_dir) if results_dir else list(hydra_app.RESULTS)
     finally:
         sys.argv = saved
-    status = EXIT_OK
-    for result in hydra_app.RESULTS:
+        if results_dir is not None:
+            import shutil
+
+            shutil.rmtree(results_dir, ignore_errors=True)
+            if saved_env is None:
+                os.environ.pop(hydra_app.RESULTS_ENV, None)
+            else:
+                os.environ[hydra_app.RESULTS_ENV] = saved_env
+    if any(a in ("--cfg", "-c", "--info") for a in flags):
+        return EXIT_OK
+    status = EXIT_OK if results else EXIT_ERROR
+    if not results:
+        _say("run", "error: no job reported a result (see the launcher's logs)")
+    for result in results:
         if result["problem"]:
-            label = f"{result['label']}: " if len(hydra_app.RESULTS) > 1 else ""
+            label = f"{result['label']}: " if len(results) > 1 else ""
             if result["status"] == EXIT_PARTIAL:
                 _say("run", f"{label}{result['problem']}; rerun the same command to retry them (--keep-errors keeps them)")
             else:

@@ -29,7 +29,7 @@ from hsm_bench.params import did_you_mean, parameters
 
 # (flag, takes a value) of `run`; Hydra's own flags that make sense are passed through
 SUGAR = {"--system": True, "--testset": True, "--metrics": True, "--weights": True, "--keep-errors": False,
-         "--command": True, "-m": False, "--multirun": False}  # fmt: skip
+         "--command": True, "--shard": True, "-m": False, "--multirun": False}  # fmt: skip
 HYDRA_FLAGS = {"--cfg": True, "-c": True, "--resolve": False, "--package": True, "-p": True, "--info": False}
 GROUPS = ("system", "testset", "metrics", "paths", "runtime")
 # config maps whose keys are open: `+`/`++` may add keys there (checked against real parameters)
@@ -82,6 +82,11 @@ def parse_args(args: list[str]) -> tuple[list[str], list[str], bool]:
             if not any(o.startswith("system=") for o in overrides):
                 overrides.append("system=external")
             overrides.append(f"++system.params.command={_hydra_string(val)}")
+        elif key == "--shard":
+            from hsm_bench.pipeline.sharding import parse_shard
+
+            index, count = parse_shard(val)
+            overrides += [f"runtime.shard.index={index}", f"runtime.shard.count={count}"]
         elif key == "--keep-errors":
             overrides.append("runtime.keep_errors=true")
         elif key in ("-m", "--multirun"):
@@ -236,7 +241,7 @@ def _rewrite(override: Any, base: Any) -> str:
 
     key = override.key_or_group
     value = override.get_value_element_as_str()
-    if key.split(".")[0] == "hydra" or (key in GROUPS and override.type == OverrideType.CHANGE):
+    if key.split(".")[0].split("/")[0] == "hydra" or (key in GROUPS and override.type == OverrideType.CHANGE):
         return override.input_line
     exists = OmegaConf.select(base, key, default=_MISSING) is not _MISSING
     if override.type == OverrideType.DEL:
@@ -308,8 +313,9 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def checked_overrides(overrides: list[str], multirun: bool) -> list[str]:
-    """The overrides Hydra should get, after every job they describe was composed and checked."""
+def checked_overrides(overrides: list[str], multirun: bool) -> tuple[list[str], str]:
+    """The overrides Hydra should get, after every job they describe was composed and checked,
+    and the runs folder of the first job (where a sweep's jobs report their results)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -329,17 +335,17 @@ def checked_overrides(overrides: list[str], multirun: bool) -> list[str]:
     conf = plugin_conf_dir()
     extra = [f"hydra.searchpath=[file://{conf}]"] if conf else []
     out: list[str] | None = None
+    runs_dir = "runs"
     for job in _jobs(parsed, multirun):
-        groups = [o.input_line for o in job if o.key_or_group in GROUPS or o.key_or_group.startswith("hydra.")]
+        groups = [o.input_line for o in job if o.key_or_group in GROUPS or o.key_or_group.startswith(("hydra.", "hydra/"))]
         base = _compose(extra + groups)
         lines = [_rewrite(o, base) for o in job]
-        try:
-            check_job(_compose(extra + lines))
-        except HsmBenchError:
-            raise
+        cfg = _compose(extra + lines)
+        check_job(cfg)
         if out is None:
             out = extra + [_rewrite_sweepable(o, base, line) for o, line in zip(parsed, lines)]
-    return out or extra
+            runs_dir = str(cfg.paths.runs_dir)
+    return (out if out is not None else extra), runs_dir
 
 
 def _rewrite_sweepable(original: Any, base: Any, checked: str) -> str:

@@ -42,17 +42,25 @@ class IdealRatioMask(System):
         self.n_fft, self.hop, self.beta = int(n_fft), int(hop), float(beta)
 
     def separate(self, batch: SeparationBatch) -> torch.Tensor:
-        b, c, t = batch.mixture.shape
-        window = torch.hann_window(self.n_fft, device=batch.mixture.device)
+        # one item at a time: a batched FFT may round differently with the batch's size, and an
+        # oracle's numbers must not depend on which items shared its batch (or shard)
+        out = torch.zeros_like(batch.mixture)
+        for k in range(len(batch)):
+            n = int(batch.lengths[k])  # the item alone, without the batch's zero padding
+            out[k, :, :n] = self._one(batch.mixture[k : k + 1, :, :n], batch.target[k : k + 1, :, :n],
+                                      batch.interferer[k : k + 1, :, :n])[0]  # fmt: skip
+        return out
+
+    def _one(self, mixture: torch.Tensor, target: torch.Tensor, interferer: torch.Tensor) -> torch.Tensor:
+        b, c, t = mixture.shape
+        window = torch.hann_window(self.n_fft, device=mixture.device, dtype=torch.float64)
 
         def spec(x: torch.Tensor) -> torch.Tensor:
-            return torch.stft(
-                x.reshape(b * c, t).double(), self.n_fft, self.hop, window=window.double(),
-                center=True, return_complex=True,
-            )  # fmt: skip
+            return torch.stft(x.reshape(b * c, t).double(), self.n_fft, self.hop, window=window, center=True,
+                              return_complex=True)  # fmt: skip
 
-        mix, tgt, itf = spec(batch.mixture), spec(batch.target), spec(batch.interferer)
+        mix, tgt, itf = spec(mixture), spec(target), spec(interferer)
         ps, pn = tgt.abs() ** 2, itf.abs() ** 2
         mask = (ps / (ps + pn).clamp_min(1e-20)) ** self.beta
-        out = torch.istft(mix * mask, self.n_fft, self.hop, window=window.double(), center=True, length=t)
+        out = torch.istft(mix * mask, self.n_fft, self.hop, window=window, center=True, length=t)
         return out.reshape(b, c, t).float()

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from hsm_bench.api.testset import TestSet
-from hsm_bench.store.jsonl import atomic_write_json, read_jsonl
+from hsm_bench.store.jsonl import atomic_write_json
 from hsm_bench.store.runstore import RunDir
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -119,7 +119,7 @@ def aggregate_run(run: RunDir, ts: TestSet, metric_defs: dict[str, dict[str, Any
         metric_defs = run.read_json(run.run_json).get("metrics", {})
     sep = run.separation_rows()
     failed = {i: r.get("error") for i, r in sep.items() if r["status"] != "ok"}
-    corpus = aggregate(read_jsonl(run.items_jsonl), [r.id for r in ts], metric_defs, failed)
+    corpus = aggregate(run.merged_rows("items"), [r.id for r in ts], metric_defs, failed)
     corpus["testset"] = {"name": ts.name, "version": ts.card.get("version"), "manifest_sha256": ts.manifest_sha256}
     corpus["system"] = run.path.parent.name
     atomic_write_json(run.corpus_json, corpus)

@@ -25,11 +25,12 @@ from hsm_bench.params import check_bool, check_device, check_params, check_posit
 from hsm_bench.pipeline.aggregate import aggregate_run
 from hsm_bench.pipeline.score import build_metrics, metric_definitions, score_run
 from hsm_bench.pipeline.separate import pending_items, run_separation
+from hsm_bench.pipeline.sharding import check_shard, of_shard
 from hsm_bench.pipeline.summary import Outcome, score_outcome
 from hsm_bench.pipeline.table import asked_keys, print_corpus_table
 from hsm_bench.registry import SYSTEMS, TESTSETS, resolve_metric_request
 from hsm_bench.store.cache import FeatureCache
-from hsm_bench.store.jsonl import atomic_write_text, read_jsonl
+from hsm_bench.store.jsonl import atomic_write_text
 from hsm_bench.store.runstore import RunDir, environment, signature
 
 STAGES = ("separate", "score", "aggregate")
@@ -114,6 +115,7 @@ def _runtime(cfg: DictConfig) -> dict[str, Any]:
         "keep_errors": check_bool(rt.get("keep_errors", False), "runtime.keep_errors"),
         "feature_cache": check_bool(rt.get("feature_cache", True), "runtime.feature_cache"),
         "threads": check_positive_int(rt.get("threads"), "runtime.threads", allow_none=True),
+        "shard": check_shard((rt.get("shard") or {}).get("index", 0), (rt.get("shard") or {}).get("count", 1)),
     }
 
 
@@ -151,60 +153,103 @@ def _run(cfg: DictConfig, opts: dict[str, Any]) -> dict[str, Any]:
 
     sig = run_signature(system, ts)
     run = RunDir.locate(cfg.paths.runs_dir, ts.name, ts.manifest_sha256, system.name, sig)
-    todo = pending_items(ts, run, opts["keep_errors"]) if "separate" in stages else []
+    shard = opts["shard"]
+    todo = pending_items(ts, run, opts["keep_errors"], shard) if "separate" in stages else []
     if todo:  # weights are loaded only when something is left to separate
         _setup(f"system {system.name}", system.load, device)
     run.make()
+    with run.shard_lock(shard):  # one process per shard; others stop with one line
+        return _stages(cfg, opts, run, ts, system, metrics, names, asked, sig, profile)
+
+
+def _stages(cfg: DictConfig, opts: dict[str, Any], run: RunDir, ts: TestSet, system: System, metrics: list[Metric],
+            names: list[str], asked: dict, sig: str, profile: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    stages, progress, shard = opts["stages"], opts["progress"], opts["shard"]
 
     defs = metric_definitions(metrics)
-    atomic_write_text(run.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    with run.folder_lock():  # shards of one run start together
+        atomic_write_text(run.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     previous = run.read_json(run.run_json)  # keep what earlier (partial) runs recorded
-    all_defs = {**previous.get("metrics", {}), **defs}
     run.update_json(
         run.run_json,
         signature=sig,
         system=system.info(),
         testset={"name": ts.name, "root": str(ts.root), "card": ts.card, "manifest_sha256": ts.manifest_sha256},
         resampler=RESAMPLER_ID,
-        metrics=all_defs,
+        metrics={**previous.get("metrics", {}), **defs},
         environment=environment(),
     )
-    print(f"run folder: {run.path}")
+    where = "" if shard[1] == 1 else f" (shard {shard[0]}/{shard[1]}: {len(of_shard(ts, shard))} of {len(ts)} items)"
+    print(f"run folder: {run.path}{where}")
 
     summaries = []
     if "separate" in stages:
         bs = opts["batch_size"] or cfg.system.get("batch_size") or 8
-        s = run_separation(system, ts, run, batch_size=int(bs), progress=progress, keep_errors=opts["keep_errors"])
+        s = run_separation(system, ts, run, batch_size=int(bs), progress=progress, keep_errors=opts["keep_errors"],
+                           shard=shard)  # fmt: skip
         summaries.append(s)
         print(s.line())
     if "score" in stages:
         s = score_run(run, ts, metrics, batch_size=opts["score_batch_size"], progress=progress,
-                      keep_errors=opts["keep_errors"])  # fmt: skip
+                      keep_errors=opts["keep_errors"], shard=shard)  # fmt: skip
         summaries.append(s)
         print(s.line())
     corpus = None
     if "aggregate" in stages:
-        corpus = aggregate_run(run, ts, all_defs)
-        print_corpus_table(corpus, title=f"{system.name} on {ts.name} ({len(ts)} items)", keys=asked_keys(defs, asked))
+        corpus = _aggregate_when_complete(run, ts, metrics, shard)
+        if corpus is not None:
+            print_corpus_table(corpus, title=f"{system.name} on {ts.name} ({len(ts)} items)",
+                               keys=asked_keys(defs, asked))  # fmt: skip
     for s in summaries:
         profile[s.stage] = s.profile()
-    run.update_json(run.profile_json, **{time.strftime("%Y%m%dT%H%M%S"): profile})
+    stamp = time.strftime("%Y%m%dT%H%M%S") + ("" if shard[1] == 1 else f"-shard{shard[0]}of{shard[1]}")
+    run.update_json(run.profile_json, **{stamp: profile})
 
-    outcome = run_outcome(run, ts, metrics, scored="score" in stages)
+    outcome = run_outcome(run, ts, metrics, scored="score" in stages, shard=shard)
     return {"run_dir": str(run.path), "corpus": corpus, "status": outcome.status, "problem": outcome.problem()}
 
 
-def run_outcome(run: RunDir, ts: TestSet, metrics: list[Metric], scored: bool = True) -> Outcome:
-    """The final state of the run folder for these metrics (what the exit status reports)."""
+def _aggregate_when_complete(run: RunDir, ts: TestSet, metrics: list[Metric], shard: tuple[int, int]) -> dict | None:
+    """corpus.json of every metric scored in the folder, written by whichever shard finds every
+    item of every shard separated (or failed) and scored; once per state of the row files."""
+    if shard[1] == 1:
+        return aggregate_run(run, ts)
+    with run.folder_lock():
+        sep = run.separation_rows()
+        versions = {m.info.name: m.version_key for m in metrics}
+        scored = {(r["id"], r["metric"]) for r in run.merged_rows("items") if versions.get(r["metric"]) == r.get("version")}
+        waiting = [r.id for r in ts if r.id not in sep or (sep[r.id]["status"] == "ok" and
+                   any((r.id, m) not in scored for m in versions))]  # fmt: skip
+        if waiting:
+            print(f"shard {shard[0]}/{shard[1]} done; {len(waiting)} item(s) of other shards still to do: the last "
+                  f"shard writes corpus.json (or run `hsm-bench aggregate {run.path}`)")  # fmt: skip
+            return None
+        state = [[f.name, f.stat().st_size] for kind in ("separate", "items") for f in run.row_files(kind)]
+        if run.read_json(run.run_json).get("merged_rows") == state and run.corpus_json.exists():
+            return run.read_json(run.corpus_json)  # another shard merged this very state
+        corpus = aggregate_run(run, ts)
+        info = run.read_json(run.run_json)
+        info["merged_rows"] = state
+        from hsm_bench.store.jsonl import atomic_write_json
+
+        atomic_write_json(run.run_json, info)
+        return corpus
+
+
+def run_outcome(run: RunDir, ts: TestSet, metrics: list[Metric], scored: bool = True,
+                shard: tuple[int, int] = (0, 1)) -> Outcome:  # fmt: skip
+    """The final state of the shard's items in the run folder for these metrics (what the exit
+    status reports)."""
+    items = of_shard(ts, shard)
     sep = run.separation_rows()
-    failed = [r.id for r in ts if sep.get(r.id, {}).get("status") != "ok"]
+    failed = [r.id for r in items if sep.get(r.id, {}).get("status") != "ok"]
     first = next((f"{i}: {sep[i].get('error')}" if i in sep else f"{i}: not separated" for i in failed), None)
-    outcome = Outcome(n_items=len(ts), separation_failed=failed, separation_first_error=first,
-                      separation_rows=run.separate_jsonl, scored=scored and bool(metrics))  # fmt: skip
+    outcome = Outcome(n_items=len(items), separation_failed=failed, separation_first_error=first,
+                      separation_rows=run.rows_file("separate", shard), scored=scored and bool(metrics))  # fmt: skip
     if outcome.scored:
         versions = {m.info.name: m.version_key for m in metrics}
-        rows = (r for r in read_jsonl(run.items_jsonl) if versions.get(r["metric"]) == r.get("version"))
+        rows = (r for r in run.merged_rows("items") if versions.get(r["metric"]) == r.get("version"))
         failed_set = set(failed)
-        ok_ids = [r.id for r in ts if r.id not in failed_set]
-        score_outcome(outcome, rows, ok_ids, list(versions), run.items_jsonl)
+        ok_ids = [r.id for r in items if r.id not in failed_set]
+        score_outcome(outcome, rows, ok_ids, list(versions), run.rows_file("items", shard))
     return outcome

@@ -34,9 +34,10 @@ from hsm_bench.api.testset import TestSet
 from hsm_bench.audio.io import read_audio
 from hsm_bench.audio.resample import resample
 from hsm_bench.errors import ConfigError, HsmBenchError
+from hsm_bench.pipeline.sharding import of_shard
 from hsm_bench.pipeline.summary import StageSummary
 from hsm_bench.registry import METRICS
-from hsm_bench.store.jsonl import JsonlWriter, read_jsonl
+from hsm_bench.store.jsonl import JsonlWriter
 from hsm_bench.store.runstore import RunDir
 
 
@@ -272,7 +273,7 @@ def long_rows(job_id: str, results: dict[str, Any], metrics: dict[str, Metric]) 
 
 
 def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int = 16, progress: bool = True,
-              keep_errors: bool = False) -> StageSummary:  # fmt: skip
+              keep_errors: bool = False, shard: tuple[int, int] = (0, 1)) -> StageSummary:  # fmt: skip
     """Score the separated outputs of ``run`` that are not yet scored (per item and metric).
 
     A pair already scored with the current metric version is skipped; one whose latest row
@@ -283,13 +284,13 @@ def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int =
     sep = run.separation_rows()
     versions = {m.info.name: m.version_key for m in metrics}
     latest: dict[tuple[str, str], dict] = {}
-    for r in read_jsonl(run.items_jsonl):
+    for r in run.merged_rows("items"):
         if r.get("version") == versions.get(r["metric"]):
             latest[(r["id"], r["metric"])] = r
     done = {k for k, r in latest.items() if keep_errors or r.get("status") == "ok"}
     names = [m.info.name for m in metrics]
     jobs, resumed = [], 0
-    ok_rows = [row for row in ts if sep.get(row.id, {}).get("status") == "ok"]
+    ok_rows = [row for row in of_shard(ts, shard) if sep.get(row.id, {}).get("status") == "ok"]
     for row in ok_rows:
         todo = [n for n in names if (row.id, n) not in done]
         if not todo:
@@ -312,7 +313,7 @@ def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int =
         return summary
     by_name = {m.info.name: m for m in metrics}
     t0 = time.perf_counter()
-    with JsonlWriter(run.items_jsonl) as out, tqdm(
+    with JsonlWriter(run.rows_file("items", shard)) as out, tqdm(
         total=len(ok_rows), initial=resumed, desc="score", disable=not progress, unit="item"
     ) as bar:
         for job, results in iter_scores(jobs, metrics, batch_size=batch_size):

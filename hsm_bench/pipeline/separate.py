@@ -23,6 +23,7 @@ from hsm_bench.api.testset import ManifestRow, TestSet
 from hsm_bench.audio.chunking import chunk_spans, overlap_add
 from hsm_bench.audio.io import read_audio, write_audio
 from hsm_bench.audio.resample import resample
+from hsm_bench.pipeline.sharding import of_shard
 from hsm_bench.pipeline.summary import StageSummary
 from hsm_bench.store.jsonl import JsonlWriter
 from hsm_bench.store.runstore import RunDir
@@ -128,9 +129,9 @@ def _finish(out: np.ndarray, n_expected: int, system: System, test_sr: int) -> n
     return mono[:n_expected].astype(np.float32)
 
 
-def pending_items(ts: TestSet, run: RunDir, keep_errors: bool = False) -> list[ManifestRow]:
-    """Items still to separate: no row yet, an ok row whose output file is gone, or an error
-    row (unless ``keep_errors``)."""
+def pending_items(ts: TestSet, run: RunDir, keep_errors: bool = False, shard: tuple[int, int] = (0, 1)) -> list[ManifestRow]:
+    """Items of ``shard`` still to separate: no row yet, an ok row whose output file is gone,
+    or an error row (unless ``keep_errors``)."""
     previous = run.separation_rows()
 
     def finished(item_id: str) -> bool:
@@ -141,7 +142,7 @@ def pending_items(ts: TestSet, run: RunDir, keep_errors: bool = False) -> list[M
             return run.output_path(item_id).exists()
         return keep_errors
 
-    return [r for r in ts if not finished(r.id)]
+    return [r for r in of_shard(ts, shard) if not finished(r.id)]
 
 
 def run_separation(
@@ -151,9 +152,10 @@ def run_separation(
     batch_size: int = 8,
     progress: bool = True,
     keep_errors: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> StageSummary:
-    rows = list(ts)
-    todo = pending_items(ts, run, keep_errors)
+    rows = of_shard(ts, shard)
+    todo = pending_items(ts, run, keep_errors, shard)
     summary = StageSummary("separate", total=len(rows), resumed=len(rows) - len(todo))
     if not todo:
         return summary
@@ -161,7 +163,7 @@ def run_separation(
     bar = tqdm(total=len(rows), initial=summary.resumed, desc=f"separate {system.name}", disable=not progress, unit="item")
     # batching by length keeps padding small; ties keep manifest order
     todo.sort(key=lambda r: r.duration_s)
-    with JsonlWriter(run.separate_jsonl) as log:
+    with JsonlWriter(run.rows_file("separate", shard)) as log:
 
         def record(row: ManifestRow, status: str, seconds: float, error: str | None = None, n: int = 0) -> None:
             log.write(

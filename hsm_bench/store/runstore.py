@@ -1,8 +1,15 @@
-"""Run folder layout, run signatures and provenance.
+"""Run folder layout, run signatures, provenance and the guards of concurrent writers.
 
     <runs>/<testset>@<manifest sha8>/<system>/<signature>/
         config.yaml  run.json  outputs/<id>.wav  separate.jsonl  items.jsonl
         corpus.json  profile.json
+
+A sharded run (``runtime.shard.index/count``) writes ``separate.shard-I-of-N.jsonl`` and
+``items.shard-I-of-N.jsonl`` instead, one pair per shard, into the same folder: processes
+never append to one file. Readers merge every row file of the folder; for one key a row that
+succeeded wins over an error, otherwise the later row. One process at a time works on a
+shard (an exclusive lock, ``.shard-I-of-N.lock``); whole-file updates (run.json, profile.json)
+happen under the folder's ``.run.lock``.
 
 The signature hashes what decides the separated audio (system identity, parameters,
 code and checkpoint hashes, the manifest, the harness resampler), not how it was run
@@ -12,8 +19,10 @@ folder and resumes, and adding a metric rescores the existing outputs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -21,9 +30,10 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hsm_bench import __version__
+from hsm_bench.errors import SetupError
 from hsm_bench.store.jsonl import atomic_write_json, read_jsonl
 
 TRACKED_PACKAGES = (
@@ -66,6 +76,28 @@ class RunDir:
     def items_jsonl(self) -> Path:
         return self.path / "items.jsonl"
 
+    def rows_file(self, kind: str, shard: tuple[int, int] = (0, 1)) -> Path:
+        """Where one process appends ``kind`` rows ("separate" or "items") for its shard."""
+        index, count = shard
+        return self.path / (f"{kind}.jsonl" if count == 1 else f"{kind}.shard-{index}-of-{count}.jsonl")
+
+    def row_files(self, kind: str) -> list[Path]:
+        """Every ``kind`` row file of the folder: the unsharded one first, then the shards'."""
+        plain = self.path / f"{kind}.jsonl"
+        return ([plain] if plain.exists() else []) + sorted(self.path.glob(f"{kind}.shard-*-of-*.jsonl"))
+
+    def merged_rows(self, kind: str) -> list[dict[str, Any]]:
+        """The rows of all ``kind`` files, one per key: a success beats an error, else the later row."""
+        key = (lambda r: r["id"]) if kind == "separate" else (lambda r: (r["id"], r["metric"], r.get("version")))
+        best: dict[Any, dict[str, Any]] = {}
+        for f in self.row_files(kind):
+            for row in read_jsonl(f):
+                k = key(row)
+                old = best.get(k)
+                if old is None or row.get("status") == "ok" or old.get("status") != "ok":
+                    best[k] = row
+        return list(best.values())
+
     @property
     def corpus_json(self) -> Path:
         return self.path / "corpus.json"
@@ -82,17 +114,58 @@ class RunDir:
         return self.outputs / f"{item_id}.wav"
 
     def separation_rows(self) -> dict[str, dict[str, Any]]:
-        """Latest separate.jsonl row per item id."""
-        return {row["id"]: row for row in read_jsonl(self.separate_jsonl)}
+        """The separation row per item id, over every shard's file."""
+        return {row["id"]: row for row in self.merged_rows("separate")}
+
+    @contextlib.contextmanager
+    def shard_lock(self, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
+        """Hold the shard's lock while working on it; a second process stops with one line."""
+        import fcntl
+
+        index, count = shard
+        path = self.path / f".shard-{index}-of-{count}.lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "?"
+                what = "this run" if count == 1 else f"shard {index}/{count} of this run"
+                raise SetupError(f"another hsm-bench process (pid {holder}) is working on {what} in {self.path}; "
+                                 "wait for it to finish, or stop it and rerun") from None  # fmt: skip
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def folder_lock(self) -> Iterator[None]:
+        """Serialises whole-file updates of the folder between processes (blocking, brief)."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".run.lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     @staticmethod
     def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def update_json(self, path: Path, **fields: Any) -> dict[str, Any]:
-        data = self.read_json(path)
-        data.update(fields)
-        atomic_write_json(path, data)
+        with self.folder_lock():  # shards of one run update run.json and profile.json too
+            data = self.read_json(path)
+            data.update(fields)
+            atomic_write_json(path, data)
         return data
 
 
