@@ -70,6 +70,8 @@ def cmd_run(argv: list[str]) -> int:
     overrides, runs_dir = checked_overrides(overrides, multirun)
     hydra_app.RESULTS.clear()
     saved, saved_env = sys.argv, os.environ.get(hydra_app.RESULTS_ENV)
+    printing = any(a in ("--cfg", "-c", "--info") for a in flags)
+    multirun = multirun and not printing  # Hydra prints one composed config, never a sweep's jobs
     sys.argv = ["hsm-bench-run", *flags, *(["--multirun"] if multirun else []), *overrides]
     results_dir = None
     if multirun:  # jobs may run in other processes or on other nodes: they report through files
@@ -91,7 +93,7 @@ def cmd_run(argv: list[str]) -> int:
                 os.environ.pop(hydra_app.RESULTS_ENV, None)
             else:
                 os.environ[hydra_app.RESULTS_ENV] = saved_env
-    if any(a in ("--cfg", "-c", "--info") for a in flags):
+    if printing:
         return EXIT_OK
     status = EXIT_OK if results else EXIT_ERROR
     if not results:

@@ -181,10 +181,16 @@ def si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
     ref = np.asarray(ref, dtype=np.float64)
     est = np.asarray(est, dtype=np.float64)
     eps = SISDR_EPS
-    alpha = (eps + ref @ est) / (eps + ref @ ref)
+    alpha = (eps + _dot(ref, est)) / (eps + _dot(ref, ref))
     e_true = alpha * ref
     e_res = est - e_true
-    return float(10 * np.log10((eps + e_true @ e_true) / (eps + e_res @ e_res)))
+    return float(10 * np.log10((eps + _dot(e_true, e_true)) / (eps + _dot(e_res, e_res))))
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """numpy's pairwise sum of the products: unlike BLAS ``a @ b``, which splits long vectors
+    across threads, the same value whatever the thread count (shards on other processes agree)."""
+    return float(np.sum(a * b))
 
 
 class SDRFamily(Metric):

@@ -29,7 +29,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` as given to ``--shard``."""
     i, sep, n = text.partition("/")
     try:
-        return check_shard(int(i), int(n)) if sep else check_shard(None, None)
+        if not sep:
+            raise ValueError
+        return check_shard(int(i), int(n))
     except ValueError:
         raise ConfigError(f"--shard {text!r}: write INDEX/COUNT, e.g. --shard 0/4") from None
 
