@@ -324,15 +324,21 @@ def _spectrograms(col: Collection, out: Path, captions: dict, written: Written, 
                 )  # fmt: skip
 
 
+def _feature_files(col: Collection, sub: str, pattern: str):
+    """(run, its files) for every run folder holding HSM-TSS feature files under ``sub``."""
+    for r in col.runs:
+        folder = r.path / sub
+        files = sorted(folder.glob(pattern)) if folder.is_dir() else []
+        if files:
+            yield r, files
+
+
 # -- attention maps -------------------------------------------------------------------------
 def _attention(col: Collection, out: Path, captions: dict, written: Written) -> None:
     found = False
-    for r in col.runs:
-        folder = r.path / ATTENTION_MAPS
-        files = sorted(folder.glob("*.npy")) if folder.is_dir() else []
-        if not files:
-            continue
+    for r, files in _feature_files(col, ATTENTION_MAPS, "*.npy"):
         found = True
+        folder = r.path / ATTENTION_MAPS
         have = {f.stem for f in files}
         key = primary_key(col, r.testset, r.label)
         picks = [(rank, i) for rank, i, _ in ranked_items(col, r.testset, r.label, key)] if key else []
@@ -432,11 +438,7 @@ def _global_tsne(col: Collection, out: Path, seed: int, captions: dict, written:
     import pandas as pd
 
     found = False
-    for r in col.runs:
-        folder = r.path / GLOBAL_FEATURES
-        files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
-        if not files:
-            continue
+    for r, files in _feature_files(col, GLOBAL_FEATURES, "*.npz"):
         found = True
         manifest = col.manifest(r.testset)
         rows, feats = [], []
