@@ -112,3 +112,9 @@ def check_bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r}: expected true or false")
     return value
+
+
+def check_choice(value: Any, choices: tuple[str, ...], key: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r}: choose from {', '.join(choices)}.{did_you_mean(str(value), list(choices))}")
+    return value

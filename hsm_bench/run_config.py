@@ -24,7 +24,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from hsm_bench.errors import ConfigError, HsmBenchError
+from hsm_bench.errors import ConfigError
 from hsm_bench.params import did_you_mean, parameters
 
 # (flag, takes a value) of `run`; Hydra's own flags that make sense are passed through

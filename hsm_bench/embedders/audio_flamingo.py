@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hsm_bench import weights
-from hsm_bench.embedders.base import Embedder
+from hsm_bench.embedders.base import Embedder, cpu_float32
 
 CAPTION_PROMPT = "Describe the sound in a sentence."
 POOLINGS = ("post_audio", "all", "audio")
@@ -184,7 +184,8 @@ class AudioFlamingo3(AudioFlamingoEmbedder):
         if self.peak_normalize:
             audio = [peak_normalize(a) for a in audio]
         text = [self.prompt_text()] * len(audio)
-        inputs = self.processor(text=text, audio=audio, sampling_rate=self.sample_rate, return_tensors="pt")
+        with cpu_float32():  # Whisper's log-mel in torch: under autocast it would come out bfloat16
+            inputs = self.processor(text=text, audio=audio, sampling_rate=self.sample_rate, return_tensors="pt")
         dtype = getattr(torch, self.dtype)
         with torch.inference_mode():
             res = self.model(

@@ -124,6 +124,9 @@ class ClapEmbedder(Embedder):
     pad_mode: ClassVar[str] = "repeatpad"  # "tile" (msclap) or "repeatpad" (LAION)
     crop_rule: ClassVar[str] = "laion"  # reference_crop rule: "msclap" or "laion"
     embed_dim: ClassVar[int] = 512
+    # False for an embedder whose feature extractor reads the windows on the CPU (transformers'
+    # ClapProcessor): they would otherwise make a round trip through the GPU
+    windows_on_device: ClassVar[bool] = True
 
     def __init__(self, hop_s: float | None = None, batch_size: int = 8, arch: dict | None = None, **params: Any):
         super().__init__(hop_s=hop_s, batch_size=batch_size, arch=dict(arch or {}), **params)
@@ -173,7 +176,7 @@ class ClapEmbedder(Embedder):
             pad = [np.zeros(self.window, np.float32)] * (self.batch_size - len(chunk))
             batch = torch.from_numpy(np.stack(chunk + pad))
             with torch.inference_mode():
-                e = self._embed_windows(batch.to(self.device)).float().cpu()[: len(chunk)]
+                e = self._embed_windows(batch.to(self.device) if self.windows_on_device else batch).float().cpu()[: len(chunk)]
             embs.append(torch.nn.functional.normalize(e, dim=-1).numpy())
         emb = np.concatenate(embs, axis=0) if embs else np.zeros((0, self.embed_dim), np.float32)
         owner_arr = np.asarray(owner)
@@ -190,7 +193,7 @@ class ClapEmbedder(Embedder):
         todo = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         for s in range(0, len(todo), self.batch_size):
             chunk = todo[s : s + self.batch_size]
-            with torch.inference_mode():  # fixed batch shape, as for audio
+            with torch.inference_mode(), self.forward_context():  # fixed batch shape, as for audio
                 e = self._embed_texts(chunk + [""] * (self.batch_size - len(chunk))).float().cpu()[: len(chunk)]
             e = torch.nn.functional.normalize(e, dim=-1).numpy()
             self._text_cache.update(zip(chunk, e))

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from hsm_bench import weights
+from hsm_bench.embedders.base import cpu_float32
 from hsm_bench.embedders.clap_common import ClapEmbedder, tokenizer_from
 from hsm_bench.weights import CheckpointError, check_state_dict, load_torch_file
 from hsm_bench.embedders.htsat import HTSAT, HTSAT_BASE, HTSAT_TINY, HTSATConfig
@@ -198,6 +199,7 @@ class LaionClapHF(ClapEmbedder):
     embed_dim = 512
     weights = ("laion-clap-hf-htsat-unfused",)
     text_len = 77
+    windows_on_device = False  # the ClapProcessor computes the features on the CPU
 
     def __init__(self, model: str = "htsat-unfused", int16: bool = False, **params: Any):
         if model not in HF_MODELS:
@@ -235,10 +237,11 @@ class LaionClapHF(ClapEmbedder):
     def _embed_windows(self, batch: torch.Tensor) -> torch.Tensor:
         if self.int16:
             batch = int16_round_trip(batch)
-        feats = self.processor.feature_extractor(
-            [w.numpy() for w in batch.cpu()], sampling_rate=self.sample_rate, return_tensors="pt",
-            truncation="rand_trunc", padding="repeatpad",
-        )  # fmt: skip
+        with cpu_float32():
+            feats = self.processor.feature_extractor(
+                [w.numpy() for w in batch], sampling_rate=self.sample_rate, return_tensors="pt",
+                truncation="rand_trunc", padding="repeatpad",
+            )  # fmt: skip
         out = self.model.get_audio_features(
             input_features=feats["input_features"].to(self.device), is_longer=feats["is_longer"].to(self.device)
         )

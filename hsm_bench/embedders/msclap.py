@@ -47,7 +47,7 @@ from torch import nn
 from hsm_bench import weights
 from hsm_bench.embedders.clap_common import ClapEmbedder, tokenizer_from
 from hsm_bench.weights import CheckpointError, check_state_dict, load_torch_file
-from hsm_bench.embedders.htsat import HTSAT, HTSATConfig, LogMel, Spectrogram
+from hsm_bench.embedders.htsat import HTSAT, HTSATConfig, LogMel, Spectrogram, float32_front_end
 
 
 class Projection(nn.Module):
@@ -100,8 +100,7 @@ class Cnn14(nn.Module):
         self.fc_audioset = nn.Linear(out_emb, classes_num)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        x = self.logmel_extractor(self.spectrogram_extractor(wave))
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        x = float32_front_end(wave, self.spectrogram_extractor, self.logmel_extractor, self.bn0)
         for i in range(6):
             x = getattr(self, f"conv_block{i + 1}")(x, pool=2 if i < 5 else 1)
         x = x.mean(dim=3)

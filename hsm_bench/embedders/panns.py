@@ -28,6 +28,7 @@ from torch import nn
 from hsm_bench import weights
 from hsm_bench.embedders.base import Embedder
 from hsm_bench.audio.stft import mel_filterbank
+from hsm_bench.embedders.htsat import float32_front_end
 from hsm_bench.weights import check_state_dict, load_torch_file
 
 CONFIGS = {
@@ -100,8 +101,7 @@ class Cnn14(nn.Module):
         self.fc_audioset = nn.Linear(widths[-1], classes)
 
     def forward(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.logmel_extractor(self.spectrogram_extractor(wav))  # [B, 1, frames, mels]
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        x = float32_front_end(wav, self.spectrogram_extractor, self.logmel_extractor, self.bn0)  # [B, 1, frames, mels]
         for k in range(6):
             x = getattr(self, f"conv_block{k + 1}")(x, pool=2 if k < 5 else 1)
         x = torch.mean(x, dim=3)

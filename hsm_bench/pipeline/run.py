@@ -21,9 +21,9 @@ from hsm_bench.api.system import System
 from hsm_bench.api.testset import TestSet
 from hsm_bench.audio.resample import RESAMPLER_ID
 from hsm_bench.errors import BuildError, ConfigError, HsmBenchError, SetupError
-from hsm_bench.params import check_bool, check_device, check_params, check_positive_int
+from hsm_bench.params import check_bool, check_choice, check_device, check_params, check_positive_int
 from hsm_bench.pipeline.aggregate import aggregate_run
-from hsm_bench.pipeline.score import build_metrics, metric_definitions, score_run
+from hsm_bench.pipeline.score import SCORE_ORDERS, build_metrics, metric_definitions, movable, score_run
 from hsm_bench.pipeline.separate import pending_items, run_separation
 from hsm_bench.pipeline.sharding import check_shard, of_shard
 from hsm_bench.pipeline.summary import Outcome, score_outcome
@@ -115,6 +115,7 @@ def _runtime(cfg: DictConfig) -> dict[str, Any]:
         "keep_errors": check_bool(rt.get("keep_errors", False), "runtime.keep_errors"),
         "feature_cache": check_bool(rt.get("feature_cache", True), "runtime.feature_cache"),
         "threads": check_positive_int(rt.get("threads"), "runtime.threads", allow_none=True),
+        "score_order": check_choice(rt.get("score_order", "item"), SCORE_ORDERS, "runtime.score_order"),
         "shard": check_shard((rt.get("shard") or {}).get("index", 0), (rt.get("shard") or {}).get("count", 1)),
     }
 
@@ -149,7 +150,10 @@ def _run(cfg: DictConfig, opts: dict[str, Any]) -> dict[str, Any]:
     profile["build"] = {"seconds": round(time.perf_counter() - t, 3)}
     cache = FeatureCache(cfg.paths.cache_dir, enabled=opts["feature_cache"])
     for m in metrics:
-        _setup(f"metric {m.info.name}", m.setup, device, cache)
+        # metric order: loaded (weights read, checkpoint hashes known for the resume keys) on
+        # the CPU now, on the run device only during the metric's own score pass
+        where = "cpu" if opts["score_order"] == "metric" and movable(m) else device
+        _setup(f"metric {m.info.name}", m.setup, where, cache)
 
     sig = run_signature(system, ts)
     run = RunDir.locate(cfg.paths.runs_dir, ts.name, ts.manifest_sha256, system.name, sig)
@@ -191,7 +195,8 @@ def _stages(cfg: DictConfig, opts: dict[str, Any], run: RunDir, ts: TestSet, sys
         print(s.line())
     if "score" in stages:
         s = score_run(run, ts, metrics, batch_size=opts["score_batch_size"], progress=progress,
-                      keep_errors=opts["keep_errors"], shard=shard)  # fmt: skip
+                      keep_errors=opts["keep_errors"], shard=shard, order=opts["score_order"],
+                      device=opts["device"])  # fmt: skip
         summaries.append(s)
         print(s.line())
     corpus = None

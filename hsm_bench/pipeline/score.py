@@ -15,6 +15,15 @@ differs). Scoring never guesses:
 
 :func:`score_run` drives the stage for a run folder; ``hsm-bench score`` (``score_dirs``)
 uses the same pieces on plain folders.
+
+Two orders (``runtime.score_order``): ``item`` (default) scores each batch of items with
+every metric, so all models stay loaded; ``metric`` (:func:`iter_metric_passes`, the one
+for GPUs) scores every pending item with one metric before the next: the model-free
+metrics in one pass, then each model-based metric in a pass of its own, its models on the
+run device only during that pass, jobs sorted by duration so that batches pad little. Each
+pass reads the audio again. The stored rows do not depend on the order: every shipped
+embedder batches at a fixed size, so an embedding never depends on the other clips of its
+batch (a window's row in a CLAP batch can still change it at float32 rounding level).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -51,6 +61,10 @@ class ScoreJob:
     captions: list[str] = field(default_factory=list)
     task: str | None = None
     metrics: list[str] | None = None  # names to compute; None = all
+    duration_s: float | None = None  # the manifest's; orders the jobs of a metric-order pass
+
+
+SCORE_ORDERS = ("item", "metric")
 
 
 def build_metrics(names: list[str], params: dict[str, dict[str, Any]] | None = None) -> list[Metric]:
@@ -199,19 +213,9 @@ def _contained(metric: Metric, items: list[ScoreItem]) -> list[Any]:
     return outs
 
 
-def iter_scores(
-    jobs: Iterable[ScoreJob],
-    metrics: list[Metric],
-    batch_size: int = 16,
-    max_length_diff_s: float = 0.1,
-    allow_resample: bool = False,
-    downmix: bool = False,
-    prefetch_batches: int = 2,
-) -> Iterator[tuple[ScoreJob, dict[str, dict[str, float] | Exception]]]:
-    """Yield ``(job, {metric name: values or exception})`` in job order."""
-    need_ref = any(m.info.uses("reference") for m in metrics)
-    need_mix = any(m.info.uses("mixture") for m in metrics)
-    by_name = {m.info.name: m for m in metrics}
+def _loaded_batches(jobs: Iterable[ScoreJob], need_ref: bool, need_mix: bool, batch_size: int, max_length_diff_s: float,
+                    allow_resample: bool, downmix: bool, prefetch_batches: int) -> Iterator[list[_Loaded]]:  # fmt: skip
+    """Batches of loaded jobs in job order; reading runs ahead in a background thread."""
 
     def load(job: ScoreJob) -> _Loaded:
         return _Loaded(job, need_ref, need_mix, max_length_diff_s, allow_resample, downmix)
@@ -233,25 +237,117 @@ def iter_scores(
         while pending:
             batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
             fill()
-            results: list[dict[str, Any]] = [{} for _ in batch]
-            for name, metric in by_name.items():
-                idx = [k for k, ld in enumerate(batch) if ld.job.metrics is None or name in ld.job.metrics]
-                ready = []
-                for k in idx:
-                    ld = batch[k]
-                    if ld.error is not None:
-                        results[k][name] = MetricError(ld.error)
-                    elif metric.info.requires_reference and "reference" not in ld.raw:
-                        results[k][name] = MetricError(f"{name} needs a reference and the item has none")
-                    elif metric.info.requires_mixture and "mixture" not in ld.raw:
-                        results[k][name] = MetricError(f"{name} needs the mixture and the item has none")
-                    else:
-                        ready.append(k)
-                if ready:
-                    for k, out in zip(ready, _contained(metric, [batch[k].item(metric) for k in ready])):
-                        results[k][name] = out
-            for ld, res in zip(batch, results):
-                yield ld.job, res
+            yield batch
+
+
+def _score_batch(batch: list[_Loaded], metrics: list[Metric]) -> list[dict[str, Any]]:
+    """``{metric name: values or exception}`` of each loaded job, for the metrics it asks for."""
+    results: list[dict[str, Any]] = [{} for _ in batch]
+    for metric in metrics:
+        name = metric.info.name
+        idx = [k for k, ld in enumerate(batch) if ld.job.metrics is None or name in ld.job.metrics]
+        ready = []
+        for k in idx:
+            ld = batch[k]
+            if ld.error is not None:
+                results[k][name] = MetricError(ld.error)
+            elif metric.info.requires_reference and "reference" not in ld.raw:
+                results[k][name] = MetricError(f"{name} needs a reference and the item has none")
+            elif metric.info.requires_mixture and "mixture" not in ld.raw:
+                results[k][name] = MetricError(f"{name} needs the mixture and the item has none")
+            else:
+                ready.append(k)
+        if ready:
+            for k, out in zip(ready, _contained(metric, [batch[k].item(metric) for k in ready])):
+                results[k][name] = out
+    return results
+
+
+def iter_scores(
+    jobs: Iterable[ScoreJob],
+    metrics: list[Metric],
+    batch_size: int = 16,
+    max_length_diff_s: float = 0.1,
+    allow_resample: bool = False,
+    downmix: bool = False,
+    prefetch_batches: int = 2,
+) -> Iterator[tuple[ScoreJob, dict[str, dict[str, float] | Exception]]]:
+    """Yield ``(job, {metric name: values or exception})`` in the order the jobs are given."""
+    need_ref = any(m.info.uses("reference") for m in metrics)
+    need_mix = any(m.info.uses("mixture") for m in metrics)
+    for batch in _loaded_batches(jobs, need_ref, need_mix, batch_size, max_length_diff_s, allow_resample, downmix,
+                                 prefetch_batches):  # fmt: skip
+        for ld, res in zip(batch, _score_batch(batch, metrics)):
+            yield ld.job, res
+
+
+def movable(metric: Metric) -> bool:
+    """Whether the metric can move its models between devices (``to(device)``, as
+    :class:`~hsm_bench.metrics.model_based.EmbedderMetric` does)."""
+    return callable(getattr(metric, "to", None))
+
+
+def metric_passes(metrics: list[Metric]) -> list[list[Metric]]:
+    """The passes of metric order: every metric that cannot move (model-free ones, and any
+    plugin metric without ``to``, which stays where ``setup`` put it) in the first pass, then
+    each movable metric alone, in the order given."""
+    fixed = [m for m in metrics if not movable(m)]
+    return ([fixed] if fixed else []) + [[m] for m in metrics if movable(m)]
+
+
+def by_duration(jobs: Iterable[ScoreJob]) -> list[ScoreJob]:
+    """Shortest first (stable; jobs without a duration last, in the order given)."""
+    return sorted(jobs, key=lambda j: (j.duration_s is None, j.duration_s or 0.0))
+
+
+def release_device_memory(device: str) -> None:
+    """Hand the CUDA caching allocator's free blocks back, so the next model finds the memory
+    the previous one used (no-op elsewhere)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextmanager
+def resident(metrics: list[Metric], device: str) -> Iterator[None]:
+    """The movable ``metrics`` on ``device`` inside the block, back on the CPU after it (also
+    when the block raises), so one pass's models never share the GPU with the next pass's."""
+    moving = [m for m in metrics if movable(m)] if device != "cpu" else []
+    try:
+        for m in moving:
+            m.to(device)
+        yield
+    finally:
+        for m in moving:
+            m.to("cpu")
+        if moving:
+            release_device_memory(device)
+
+
+def iter_metric_passes(
+    jobs: Iterable[ScoreJob],
+    metrics: list[Metric],
+    device: str = "cpu",
+    batch_size: int = 16,
+    max_length_diff_s: float = 0.1,
+    allow_resample: bool = False,
+    downmix: bool = False,
+    prefetch_batches: int = 2,
+) -> Iterator[tuple[ScoreJob, dict[str, dict[str, float] | Exception]]]:
+    """Metric order: ``(job, {name: values or exception})`` for the metrics of one pass (see
+    :func:`metric_passes`), pass after pass; a job appears once per pass that has work for it.
+    Within a pass jobs run shortest first, and a movable metric's models are on ``device``
+    only during its own pass (set the metrics up on the CPU)."""
+    jobs = list(jobs)
+    for group in metric_passes(metrics):
+        names = {m.info.name for m in group}
+        todo = by_duration(j for j in jobs if j.metrics is None or names & set(j.metrics))
+        if not todo:
+            continue
+        with resident(group, device):
+            yield from iter_scores(todo, group, batch_size=batch_size, max_length_diff_s=max_length_diff_s,
+                                   allow_resample=allow_resample, downmix=downmix, prefetch_batches=prefetch_batches)  # fmt: skip
 
 
 def long_rows(job_id: str, results: dict[str, Any], metrics: dict[str, Metric]) -> list[dict[str, Any]]:
@@ -273,12 +369,16 @@ def long_rows(job_id: str, results: dict[str, Any], metrics: dict[str, Metric]) 
 
 
 def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int = 16, progress: bool = True,
-              keep_errors: bool = False, shard: tuple[int, int] = (0, 1)) -> StageSummary:  # fmt: skip
+              keep_errors: bool = False, shard: tuple[int, int] = (0, 1), order: str = "item",
+              device: str = "cpu") -> StageSummary:  # fmt: skip
     """Score the separated outputs of ``run`` that are not yet scored (per item and metric).
 
     A pair already scored with the current metric version is skipped; one whose latest row
-    is an error is scored again unless ``keep_errors``.
+    is an error is scored again unless ``keep_errors``. ``order`` is ``item`` or ``metric``
+    (see the module docstring; ``device`` is where metric order moves each model for its pass).
     """
+    if order not in SCORE_ORDERS:
+        raise ConfigError(f"runtime.score_order={order!r}: choose from {', '.join(SCORE_ORDERS)}")
     from tqdm import tqdm
 
     sep = run.separation_rows()
@@ -306,24 +406,31 @@ def score_run(run: RunDir, ts: TestSet, metrics: list[Metric], batch_size: int =
                 captions=row.target_captions,
                 task=row.task,
                 metrics=todo,
+                duration_s=row.duration_s,
             )
         )
     summary = StageSummary("score", total=len(ok_rows), resumed=resumed)
     if not jobs:
         return summary
     by_name = {m.info.name: m for m in metrics}
+    if order == "metric":
+        stream = iter_metric_passes(jobs, metrics, device=device, batch_size=batch_size)
+        # a job comes back once per pass: the bar counts (item, metric) pairs
+        bar_args = {"total": sum(len(j.metrics or names) for j in jobs), "unit": "pair"}
+    else:
+        stream = iter_scores(jobs, metrics, batch_size=batch_size)
+        bar_args = {"total": len(ok_rows), "initial": resumed, "unit": "item"}
+    failed: dict[str, bool] = {}
     t0 = time.perf_counter()
-    with JsonlWriter(run.rows_file("items", shard)) as out, tqdm(
-        total=len(ok_rows), initial=resumed, desc="score", disable=not progress, unit="item"
-    ) as bar:
-        for job, results in iter_scores(jobs, metrics, batch_size=batch_size):
+    with JsonlWriter(run.rows_file("items", shard)) as out, tqdm(desc="score", disable=not progress, **bar_args) as bar:
+        for job, results in stream:
             rows = long_rows(job.id, results, by_name)
             out.write_many(rows)
-            if any(r["status"] == "error" for r in rows):
-                summary.failed += 1
-                summary.errors.extend(f"{r['id']} [{r['metric']}]: {r['error']}" for r in rows if r["status"] == "error")
-            else:
-                summary.done += 1
-            bar.update(1)
+            errors = [f"{r['id']} [{r['metric']}]: {r['error']}" for r in rows if r["status"] == "error"]
+            failed[job.id] = failed.get(job.id, False) or bool(errors)
+            summary.errors.extend(errors)
+            bar.update(len(rows) if order == "metric" else 1)
+    summary.failed = sum(failed.values())
+    summary.done = len(failed) - summary.failed
     summary.seconds = time.perf_counter() - t0
     return summary
