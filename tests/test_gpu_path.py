@@ -35,19 +35,9 @@ ROW_TOL = 1e-5
 
 # -- fixtures -----------------------------------------------------------------------------------
 def _cnn14_checkpoint(path):
-    from hsm_bench.embedders.panns import Cnn14
+    from tests.test_panns_kl import _checkpoint
 
-    torch.manual_seed(3)
-    model = Cnn14(16000, widths=tuple(KL_WIDTHS))
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.normal_(0, 1)
-            mod.running_var.uniform_(0.5, 2)
-    with torch.no_grad():
-        model.bn0.running_mean.fill_(-40.0)
-        model.bn0.running_var.fill_(400.0)
-        model.fc_audioset.weight.mul_(50)
-    torch.save({"model": model.state_dict()}, path)
+    _checkpoint(path, seed=3, widths=tuple(KL_WIDTHS))
     return path
 
 
