@@ -46,8 +46,14 @@
 #                          stands in for it), for compare_clipsep_official.py
 #   .side/src/CLIPSep/     sony/CLIPSep at a pinned commit: cloned from GitHub when it answers, else copied from
 #                          CLIPSEP_SRC=DIR (a clone or an extracted archive); kept when present
+#   .side/audiomae/deps/ (j) timm==0.3.2 (pip --target, no deps), the version AudioMAE's code is written for, with
+#                          the two files of its official timm_patch/ copied in (as its timm_patch.sh does), for
+#                          compare_audiomae_official.py, which runs with .side/aldm's Python (torch, torchaudio)
+#   .side/src/AudioMAE/    facebookresearch/AudioMAE at a pinned commit (CC BY-NC 4.0: read, never committed): cloned
+#                          from GitHub when it answers, else copied from AUDIOMAE_SRC=DIR (a clone, bare or not, or
+#                          an extracted archive); kept when present
 #
-# Usage:  bash benchmarks/setup_side_envs.sh [all|aldm|clap-src|msclap|af1|audiosep|bimodalsep|lass|clipsep ...]   (default: all)
+# Usage:  bash benchmarks/setup_side_envs.sh [all|aldm|clap-src|msclap|af1|audiosep|bimodalsep|lass|clipsep|audiomae ...]   (default: all)
 # Env:    PYTHON=python3.11 (the interpreter the venvs are made from; default python3)
 #         SIDE_DIR=/elsewhere (default: benchmarks/.side)
 #         TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" (extra pip arguments for
@@ -94,6 +100,9 @@ LASS_COMMIT=8979776fec4b41d02811fafbc4e2e3e3f2b247f1  # liuxubo717/LASS (no lice
 CLIPSEP_PKGS=(openai-clip==1.0.1 ftfy==6.3.1 regex tqdm setuptools==80.10.2 librosa==0.9.2 numpy==1.23.5 numba==0.57.1
               scipy==1.10.1 resampy==0.4.3 soundfile==0.14.0 opencv-python-headless==4.8.1.78 Pillow)
 CLIPSEP_COMMIT=22b6f911c2b7548766f1da5f5a2bb03ba1940959  # sony/CLIPSep (MIT)
+# AudioMAE: see (j) above
+AUDIOMAE_PKGS=(timm==0.3.2)
+AUDIOMAE_COMMIT=bd60e29651285f80d32a6405082835ad26e6f19f  # facebookresearch/AudioMAE (CC BY-NC 4.0)
 
 log() { printf '[setup_side_envs] %s\n' "$*"; }
 
@@ -316,10 +325,29 @@ EOF
     return "$ok"
 }
 
+part_audiomae() {
+    local dir="$SIDE/audiomae" recipe="${AUDIOMAE_PKGS[*]} +timm_patch" ok=0
+    official_source AudioMAE https://github.com/facebookresearch/AudioMAE "$AUDIOMAE_COMMIT" models_mae.py \
+        AUDIOMAE_SRC || ok=1
+    if is_done "$dir" "$recipe"; then
+        log "audiomae: deps up to date ($dir/deps)"
+    elif ((ok == 0)); then  # the patch files come from the official source
+        log "audiomae: pip install --target $dir/deps ${AUDIOMAE_PKGS[*]}, patched with timm_patch/"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        "$PYTHON" -m pip install -q --no-deps --target "$dir/deps" "${AUDIOMAE_PKGS[@]}"
+        cp "$SIDE/src/AudioMAE/timm_patch/helpers.py" "$dir/deps/timm/models/layers/helpers.py"
+        cp "$SIDE/src/AudioMAE/timm_patch/swin_transformer.py" "$dir/deps/timm/models/swin_transformer.py"
+        mark_done "$dir" "$recipe"
+    fi
+    [[ -x "$SIDE/aldm/bin/python" ]] || log "audiomae: compare_audiomae_official.py runs with $SIDE/aldm/bin/python: make part aldm too"
+    return "$ok"
+}
+
 main() {
     local parts=("$@")
     ((${#parts[@]})) || parts=(all)
-    [[ " ${parts[*]} " == *" all "* ]] && parts=(aldm clap-src msclap af1 audiosep bimodalsep lass clipsep)
+    [[ " ${parts[*]} " == *" all "* ]] && parts=(aldm clap-src msclap af1 audiosep bimodalsep lass clipsep audiomae)
     mkdir -p "$SIDE"
     local t0=$SECONDS
     for p in "${parts[@]}"; do
@@ -332,7 +360,8 @@ main() {
             bimodalsep) part_bimodalsep ;;
             lass) part_lass ;;
             clipsep) part_clipsep ;;
-            *) log "unknown part '$p' (use all, aldm, clap-src, msclap, af1, audiosep, bimodalsep, lass, clipsep)"; exit 2 ;;
+            audiomae) part_audiomae ;;
+            *) log "unknown part '$p' (use all, aldm, clap-src, msclap, af1, audiosep, bimodalsep, lass, clipsep, audiomae)"; exit 2 ;;
         esac
     done
     log "done in $((SECONDS - t0)) s; $(du -sh "$SIDE" | cut -f1) in $SIDE"
