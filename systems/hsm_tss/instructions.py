@@ -10,15 +10,19 @@ unpublished prompt. This module gives a deterministic rule parser (the default) 
 Rules of ``RuleParser`` (applied in this order to the text; matching ignores case, and the
 description is always a slice of the user's own text, with its case and inner punctuation):
 
-1. Clean-up. ``""`` or white space only -> ``ValueError``; a non-``str`` -> ``TypeError``. Curly
-   apostrophes count as ``'``. Only the first clause before a ``;`` is read ("Do not isolate the
-   cars honking; remove them" reads "Do not isolate the cars honking").
+1. Clean-up. A text without any letter or digit (``""``, ``"?!"``) -> ``ValueError``; a non-``str`` ->
+   ``TypeError``; any other text gets a result, never an exception. Curly apostrophes are read as
+   ``'`` and every white-space character (newline, tab) as a space. Only the first clause before a
+   ``;`` is read ("Do not isolate the cars honking; remove them" reads "Do not isolate the cars
+   honking").
 2. Lead-ins, stripped repeatedly from the front: politeness and framing ("please", "kindly",
    "could/can/would/will you (please/kindly)", "would you mind", "would you be so kind as to",
    "(can you) help me (to)", "I'd like you to", "I need you to", "I would appreciate it if you
    could", "if you could,", "is it possible to", "is there a way to", "how about", "why not",
-   "I want to", "I'd like to", "let's", "can we/I", "just", "only", greetings ...). After a
-   lead-in, a verb may be in its "-ing" form ("would you mind removing").
+   "could you possibly", "do you think you could", "any chance you could", "can you do me a favour
+   and", "how do I", "make sure (you/to)", "all I want is", "I want to", "I'd like to", "let's",
+   "can we/I", "just", "only", greetings ...). After a lead-in or a negation, a verb may be in its
+   "-ing" or "-ed" form ("would you mind removing", "I'd appreciate it if you removed").
 3. Negation at the front ("don't", "do not", "never", "I'd rather not", "I don't", "please
    don't", ...) flips the task of the verb that follows ("don't keep X" -> remove X; "do not
    remove X" -> extract X; "I don't want X" -> remove X). "No X" / "No more X" -> remove X.
@@ -34,20 +38,27 @@ description is always a slice of the user's own text, with its case and inner pu
    (out), reduce, turn off/down, block, exclude, leave out, discard, cancel, omit, ditch, lose.
    Weak extract verbs (the user's wish): want, need, like, prefer, wish, have, make; their task
    can be overridden by a participle at the end (rule 9).
+   A bare verb opening the text and followed by a comma, "of", "is", "and", "then", "with" or a
+   preposition is a noun in a caption ("Drop of water falling", "Silence, then a bang").
    A typo in the verb (or in "please"/"could"/...) is accepted by a small edit distance on that
-   one word only, never on description words: the same first letter and a Damerau-Levenshtein
-   distance <= 1 (words of 5-6 letters), <= 2 (7 letters and more); a 3-4 letter verb accepts
-   only a dropped letter or two swapped letters ("kep" -> keep, but "cat" is not "cut").
+   one word only, never on description words: the same first letter, a Damerau-Levenshtein
+   distance <= 1 (verbs of 5-7 letters) or <= 2 (8 letters and more), one closest verb only, and
+   the word is not a form of a verb nor one of a few listed real words ("remote", "filler", ...);
+   a 3-4 letter verb accepts only a dropped letter or two swapped letters ("kep" -> keep, but
+   "cat" is not "cut" and "her" is not "hear").
 6. "only"/"just" after the verb is dropped ("keep only the piano"), and "both" before an "X and Y".
-7. Everything-except: "everything / all (the other) (sounds) / every sound / the rest" followed
-   by "except (for) / but / other than / apart from / besides / aside from / excluding / save"
-   flips the task: "keep everything except X" -> remove X; "remove all but X" -> extract X.
-8. A leading "the sound(s) of" / "the noise(s) of" (article optional) is stripped (the paper's
-   own example), once, at the start of the description only.
+7. Everything-except: "everything / all (the other) (sounds) / every sound / the rest / the whole
+   thing" followed by "except (for) / but / other than / apart from / besides / aside from /
+   excluding / save / that isn't" flips the task: "keep everything except X" -> remove X; "remove
+   all but X" -> extract X. Then a quantifier "any of / all of / some of / every instance of" is
+   dropped ("don't keep any of the music" -> remove "the music").
+8. A leading "the sound(s) of" / "the noise(s) of" / "the sound made by" (article optional) is
+   stripped (the paper's own example), once, at the start of the description only.
 9. Tail, stripped repeatedly from the end: trailing punctuation; "please", "thanks", "thank
    you", "for me"; a reference to the mixture: "from/in/out of/within (this/the/that/my)
    (audio/sound) recording/audio/clip/mixture/mix/track/file/sample/song/input/signal", "(from)
-   the rest (of the ...)", "from this/it"; "alone", "on its own", "by itself", "only"; the
+   the rest (of the ...)", "from this/it", "from the background" (the rest of the mixture; "in the
+   background" is description content); "alone", "on its own", "by itself", "only"; the
    particle "out" after verbs that take it ("pull the drums out"); a participle naming the task
    ("removed", "gone", "muted", "taken out", "isolated", "kept", "separated out", optionally
    after "should/must/can/to be", "were", ...). Such a participle decides the task when the
@@ -56,7 +67,7 @@ description is always a slice of the user's own text, with its case and inner pu
    caption like "A glass is dropped" stays a caption. "make X go away / disappear" -> remove X.
 10. Default: a text with no recognisable task word is a caption and means "extract this"
     (description = the whole text after steps 1, 8 and 9).
-If stripping leaves nothing ("Remove everything"), the description falls back to the whole
+If stripping leaves no letter or digit ("Remove."), the description falls back to the whole
 cleaned text. "In the background", "in the distance", "from a tap" ... are description content
 and are never stripped (only mixture words are).
 
@@ -65,6 +76,7 @@ and are never stripped (only mixture words are).
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass
@@ -99,10 +111,16 @@ _LEADS = [
     r"(?:would|will|could|can) (?:you|u) (?:please |kindly )?be so kind as to",
     r"(?:would|could) you be so kind (?:as )?to", r"be so kind as to",
     r"(?:would|do) you mind", r"mind",
-    r"(?:i would|i'd|i will|i'll|we would|we'd) (?:really )?(?:appreciate it|love it|be grateful) if you (?:could|would|can)",
-    r"it would be (?:great|nice|good) if you (?:could|would|can)",
+    (r"(?:i would|i'd|i will|i'll|we would|we'd) (?:really )?(?:appreciate it|love it|be grateful) if you"
+     r"(?: could| would| can)?"),
+    r"it would be (?:great|nice|good) if you(?: could| would| can)?",
     r"if you (?:could|can|would)(?: please)?",
-    r"(?:would|will|could|can|may) (?:you|u)(?: please| kindly| maybe)?(?: help me| help us)?(?: to)?",
+    r"(?:do you think|(?:is there )?any chance|is there a chance)(?: that)? you (?:could|can|would|might)",
+    r"(?:would|will|could|can) you do (?:me|us) a favou?r and",
+    (r"(?:would|will|could|can|may) (?:you|u)(?: please| kindly| maybe| possibly| perhaps| just)?"
+     r"(?: help me| help us)?(?: to)?"),
+    r"how (?:do|can|could|should|would) (?:i|we|you)", r"make sure(?: that)?(?: you| to)?",
+    r"all (?:i|we) (?:really )?(?:want|need)(?: to hear)? is",
     r"(?:help me|help us)(?: to)?",
     r"(?:i would|i'd|i) (?:like|want|need|love) (?:you|u) to",
     r"(?:would|will) it be possible to", r"is it possible to", r"is there (?:a|any) way to",
@@ -170,7 +188,7 @@ def _verb_regex(phrase: str, gerund: bool) -> re.Pattern:
     head, _, rest = phrase.partition(" ")
     if gerund and re.fullmatch(r"[a-z]+", head):
         f = _forms(head)
-        head = "(?:" + "|".join([f[0], f[2]]) + ")"
+        head = "(?:" + "|".join([f[0], f[2], f[3]]) + ")"
     return re.compile(rf"^{head}{(' ' + rest) if rest else ''}{_END}", _FLAGS)
 
 
@@ -184,7 +202,7 @@ _REAL_WORDS = {"remote", "reserve", "extra", "retina", "delta", "filler", "wood"
                "kid", "hearth", "heart", "tape", "tale", "mule", "meet", "pill", "bringing", "getting", "outer",
                "erosion", "delight", "retaining", "separated", "single", "deep", "lease", "least", "clean",
                "cute", "cup", "cat", "kit", "kin", "cough", "silencer", "her", "black", "boots", "boot", "dutch",
-               "cancer", "discord", "pic", "recovery", "strap", "brink", "brine", "boast", "clean"}
+               "cancer", "discord", "pic", "recovery", "strap", "brink", "brine", "boast"}
 _TARGET_FORMS = {f for w in _TYPO_TARGETS for f in _forms(w)}
 
 _MIX = (r"(?:(?:audio|sound|music|input|whole|entire|original|full)\s+)?"
@@ -194,7 +212,7 @@ _TAIL_RES = [
     re.compile(r"[\s.,!?;:]+$"),
     re.compile(r"[\s,]+(?:please|pls|plz|thanks|thank you|thx|for me|for us|if you can|if possible)$", _FLAGS),
     re.compile(rf"\s+(?:from|in|out of|within|of|on)\s+(?:(?:this|the|that|my|our|your)\s+)?{_MIX}$", _FLAGS),
-    re.compile(r"\s+(?:from|out of)\s+(?:this|it|that|here)$", _FLAGS),
+    re.compile(r"\s+(?:from|out of)\s+(?:this|it|that|here|the background)$", _FLAGS),
     re.compile(r"\s+(?:from\s+|out of\s+)?the rest(?:\s+of\s+(?:the|this|that|my)\s+\w+)?$", _FLAGS),
     re.compile(r"\s+(?:alone|on (?:its|their) own|by (?:itself|themselves)|only|in isolation)$", _FLAGS),
 ]
@@ -212,15 +230,18 @@ _MODAL_RE = re.compile(r"^(?:can|could|should|would|will|may|must)\s+", _FLAGS)
 
 _EXCEPT_RE = re.compile(
     r"^(?:everything|anything|all(?: of)?(?: the)?(?: other)?(?: sounds?| noises?| audio)?|every(?: other)? sound|"
-    r"the rest|all the rest)(?: else)?\s*,?\s*(?:except(?: for)?|but(?: for)?|other than|apart from|besides|"
-    r"aside from|excluding|save(?: for)?|minus)\s+", _FLAGS)
+    r"the rest|all the rest|the whole (?:thing|recording|clip|audio|track|mix|mixture))(?: else)?\s*,?\s*"
+    r"(?:except(?: for)?|but(?: for)?|other than|apart from|besides|aside from|excluding|save(?: for)?|minus|"
+    r"(?:that|which) (?:is not|isn't|'s not))\s+", _FLAGS)
+_QUANT_RE = re.compile(r"^(?:any|all|some|each|every (?:instance|bit|trace)) of\s+", _FLAGS)
 _PARTICLE_RE = re.compile(r"^(?:out|away|off)(?:\s+|$)", _FLAGS)
 # a bare verb at the very start followed by one of these is a noun in a caption ("Drop of water ...")
 _NOT_OBJECT_RE = re.compile(r"^(?:,|(?:of|is|are|was|were|and|then|from|in|on|at|by|with|as|followed|while|during)\b)",
                             _FLAGS)
 _ADVERB_RE = re.compile(r"^(?:only|just|solely|simply)\s+", _FLAGS)
 _BOTH_RE = re.compile(r"^both\s+", _FLAGS)
-_SOUND_OF_RE = re.compile(r"^(?:(?:the|a|any|all the)\s+)?(?:sound|sounds|noise|noises)\s+of\s+", _FLAGS)
+_SOUND_OF_RE = re.compile(r"^(?:(?:the|a|any|all the)\s+)?(?:sound|sounds|noise|noises)\s+"
+                          r"(?:of|(?:made|produced|emitted|created) by)\s+", _FLAGS)
 
 _WITHOUT_RE = re.compile(r"\bwithout\s+", _FLAGS)
 _MIX_WORDS = {"recording", "recordings", "audio", "clip", "mixture", "mix", "track", "song", "file", "sample", "sound",
@@ -239,6 +260,7 @@ def _osa_distance(a: str, b: str) -> int:
     return d[len(a)][len(b)]
 
 
+@functools.lru_cache(maxsize=4096)
 def _typo_target(word: str) -> str | None:
     """The verb/politeness word that ``word`` is a typo of, or None (see rule 5)."""
     w = word.lower()
@@ -326,13 +348,13 @@ class RuleParser:
     def parse(self, text: str) -> ParsedInstruction:
         if not isinstance(text, str):
             raise TypeError(f"an instruction must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError("empty instruction: give a text such as 'remove the dog barking'")
+        if not any(c.isalnum() for c in text):
+            raise ValueError(f"instruction {text[:40]!r} has no words: give a text such as 'remove the dog barking'")
         s = text.replace("\u2019", "'").replace("\u2018", "'")
         s = re.sub(r"\s", " ", s)  # same length: the window stays on the user's characters
         t = _Text(s)
         semi = s.find(";")
-        if semi > 0 and s[:semi].strip():
+        if semi > 0 and any(c.isalnum() for c in s[:semi]):
             t.b = semi
         t.a = len(s[:t.b]) - len(s[:t.b].lstrip(" ,.!?-\"'"))
         t.b = len(s[:t.b].rstrip())
@@ -385,6 +407,7 @@ class RuleParser:
         if task is not None and t.match_front(_EXCEPT_RE):
             negated = not negated
             weak = False
+        t.match_front(_QUANT_RE)
         t.match_front(_SOUND_OF_RE)
 
         _clean_tail(t, particle)
@@ -404,9 +427,10 @@ class RuleParser:
         if negated:
             task = "remove" if task == "extract" else "extract"
         desc = t.text.strip(" ,")
-        if not desc:
-            t.a, t.b = whole_clean if whole_clean[1] > whole_clean[0] else whole
-            desc = t.text.strip(" ,")
+        for window in (whole_clean, whole):
+            if any(c.isalnum() for c in desc):
+                break
+            desc = s[window[0]:window[1]].strip(" ,")
         return ParsedInstruction(task, desc, self.name)
 
 
