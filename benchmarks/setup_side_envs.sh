@@ -46,6 +46,10 @@
 #                          stands in for it), for compare_clipsep_official.py
 #   .side/src/CLIPSep/     sony/CLIPSep at a pinned commit: cloned from GitHub when it answers, else copied from
 #                          CLIPSEP_SRC=DIR (a clone or an extracted archive); kept when present
+#   .side/src/TF-Codec/(i) microsoft/TF-Codec (MIT) at a pinned commit: cloned from GitHub when it answers, else
+#                          copied from TFCODEC_SRC=DIR (a clone, a bare git dir or an extracted archive); its
+#                          models/ import only torch, numpy and scipy, so compare_tfcodec_official.py runs it in
+#                          the aldm venv of (a), which this part makes when it is missing
 #   .side/audiomae/deps/ (j) timm==0.3.2 (pip --target, no deps), the version AudioMAE's code is written for, with
 #                          the two files of its official timm_patch/ copied in (as its timm_patch.sh does), for
 #                          compare_audiomae_official.py, which runs with .side/aldm's Python (torch, torchaudio)
@@ -53,7 +57,7 @@
 #                          from GitHub when it answers, else copied from AUDIOMAE_SRC=DIR (a clone, bare or not, or
 #                          an extracted archive); kept when present
 #
-# Usage:  bash benchmarks/setup_side_envs.sh [all|aldm|clap-src|msclap|af1|audiosep|bimodalsep|lass|clipsep|audiomae ...]   (default: all)
+# Usage:  bash benchmarks/setup_side_envs.sh [all|aldm|clap-src|msclap|af1|audiosep|bimodalsep|lass|clipsep|tfcodec|audiomae ...]   (default: all)
 # Env:    PYTHON=python3.11 (the interpreter the venvs are made from; default python3)
 #         SIDE_DIR=/elsewhere (default: benchmarks/.side)
 #         TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" (extra pip arguments for
@@ -103,6 +107,7 @@ CLIPSEP_COMMIT=22b6f911c2b7548766f1da5f5a2bb03ba1940959  # sony/CLIPSep (MIT)
 # AudioMAE: see (j) above
 AUDIOMAE_PKGS=(timm==0.3.2)
 AUDIOMAE_COMMIT=bd60e29651285f80d32a6405082835ad26e6f19f  # facebookresearch/AudioMAE (CC BY-NC 4.0)
+TFCODEC_COMMIT=1a4d3271242c1e808df19c62ee8847fb307ee1a9  # microsoft/TF-Codec (MIT); see (i) above
 
 log() { printf '[setup_side_envs] %s\n' "$*"; }
 
@@ -325,6 +330,14 @@ EOF
     return "$ok"
 }
 
+part_tfcodec() {
+    local ok=0
+    official_source TF-Codec https://github.com/microsoft/TF-Codec "$TFCODEC_COMMIT" models/tfcodec.py TFCODEC_SRC || ok=1
+    is_done "$SIDE/aldm" "$TORCH ${ALDM_PKGS[*]} -torchaudio.so" || part_aldm
+    "$SIDE/aldm/bin/python" -c 'import numpy, scipy.signal, torch; print("tfcodec: aldm venv has torch", torch.__version__)'
+    return "$ok"
+}
+
 part_audiomae() {
     local dir="$SIDE/audiomae" recipe="${AUDIOMAE_PKGS[*]} +timm_patch" ok=0
     official_source AudioMAE https://github.com/facebookresearch/AudioMAE "$AUDIOMAE_COMMIT" models_mae.py \
@@ -347,7 +360,7 @@ part_audiomae() {
 main() {
     local parts=("$@")
     ((${#parts[@]})) || parts=(all)
-    [[ " ${parts[*]} " == *" all "* ]] && parts=(aldm clap-src msclap af1 audiosep bimodalsep lass clipsep audiomae)
+    [[ " ${parts[*]} " == *" all "* ]] && parts=(aldm clap-src msclap af1 audiosep bimodalsep lass clipsep tfcodec audiomae)
     mkdir -p "$SIDE"
     local t0=$SECONDS
     for p in "${parts[@]}"; do
@@ -360,8 +373,9 @@ main() {
             bimodalsep) part_bimodalsep ;;
             lass) part_lass ;;
             clipsep) part_clipsep ;;
+            tfcodec) part_tfcodec ;;
             audiomae) part_audiomae ;;
-            *) log "unknown part '$p' (use all, aldm, clap-src, msclap, af1, audiosep, bimodalsep, lass, clipsep, audiomae)"; exit 2 ;;
+            *) log "unknown part '$p' (use all, aldm, clap-src, msclap, af1, audiosep, bimodalsep, lass, clipsep, tfcodec, audiomae)"; exit 2 ;;
         esac
     done
     log "done in $((SECONDS - t0)) s; $(du -sh "$SIDE" | cut -f1) in $SIDE"
