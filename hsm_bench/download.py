@@ -54,8 +54,8 @@ def names_for(names: list[str] | None = None, metrics: str | None = None, system
               all_weights: bool = False) -> list[str]:  # fmt: skip
     weights._ensure_registered()
     out: list[str] = list(names or [])
-    if all_weights:
-        out += sorted(weights.WEIGHTS)
+    if all_weights:  # entries without any public copy (HSM-TSS) only when named
+        out += sorted(n for n, s in weights.WEIGHTS.items() if not s.unavailable)
     if metrics:
         from hsm_bench.registry import METRICS, resolve_metric_names
 
@@ -306,6 +306,8 @@ def download_one(name: str, force: bool = False, hosts: Hosts | None = None) -> 
             _verify(s, dest)
         print(f"{name}: present at {dest}")
         return dest
+    if s.unavailable:
+        raise DownloadError(f"{name}: {s.description}: {s.unavailable}")
     if s.manual:
         raise DownloadError(
             f"{name}: {s.description} is only published on {s.manual} ({s.source}), which serves browsers, not "

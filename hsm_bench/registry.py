@@ -162,6 +162,8 @@ SYSTEMS = Registry(
         "lass_net": "systems.lass_net:LassNet",
         "clipsep": "systems.clipsep:CLIPSep",
         "external": "systems.external:External",
+        "hsm_tss": "systems.hsm_tss.system:HsmTss",
+        "hsm_tss_single": "systems.hsm_tss.system:HsmTssSingle",
     },
 )
 

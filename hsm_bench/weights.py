@@ -68,6 +68,9 @@ class WeightSpec:
     # a host that serves files only to a browser (Google Drive, OneDrive): the page to open;
     # `download-weights` then says where to put the file instead of trying to fetch it
     manual: str | None = None
+    # no public copy exists at all (a model without released weights): what the user can do
+    # instead, said in place of the download advice
+    unavailable: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -223,6 +226,10 @@ def resolved_path(name: str) -> Path:
 
 
 def _fetch_hint(names: list[str]) -> str:
+    gone = [n for n in names if WEIGHTS[n].unavailable]
+    if gone:
+        return " ".join(f"{n}: {WEIGHTS[n].unavailable}." for n in gone) + (
+            " " + _fetch_hint([n for n in names if n not in gone]) if len(gone) < len(names) else "")
     what = "it" if len(names) == 1 else "them"
     return (f"Fetch {what} on a connected machine with `hsm-bench download-weights {' '.join(names)}` "
             f"(copy {home()} over afterwards)")  # fmt: skip
@@ -235,6 +242,8 @@ def resolve(name: str, verify: bool = True) -> Path:
     if path is None:
         where = _overrides.get(name) or default_path(name)
         state = "incomplete (no config.json or missing weight shards)" if where.exists() else "not found"
+        if s.unavailable:
+            raise WeightsMissingError(f"weights {name!r} ({s.description}) {state} at {where}: {s.unavailable}")
         raise WeightsMissingError(
             f"weights {name!r} ({s.description}) {state} at {where}. "
             f"{_fetch_hint([name])}, or point to a local copy with "
@@ -258,10 +267,8 @@ def require(names: Iterable[str]) -> None:
     if not gone:
         return
     where = "; ".join(f"{n} (expected at {_overrides.get(n) or default_path(n)})" for n in gone)
-    raise WeightsMissingError(
-        f"{len(gone)} weights missing: {where}. {_fetch_hint(gone)}, or point to local copies with "
-        f"--weights NAME=PATH"
-    )
+    tail = "" if all(WEIGHTS[n].unavailable for n in gone) else ", or point to local copies with --weights NAME=PATH"
+    raise WeightsMissingError(f"{len(gone)} weights missing: {where}. {_fetch_hint(gone)}{tail}")
 
 
 # -- digests ------------------------------------------------------------------------------

@@ -78,6 +78,14 @@ class System:
     def separate(self, batch: SeparationBatch) -> torch.Tensor:
         raise NotImplementedError
 
+    def take_artifacts(self, item_id: str) -> dict[str, Any]:
+        """Per-item files the system made during :meth:`separate` (HSM-TSS's features for the
+        report's Figs. 5 and 6), handed over once: ``{path under the run folder's features/:
+        numpy array (.npy) or dict of arrays (.npz)}``. The harness writes them beside the
+        outputs when the item's output is written, and discards them when the item fails.
+        A long item separated window by window asks once, after its last window."""
+        return {}
+
     def required_weights(self) -> list[str]:
         """Weights names this instance needs (checked, all at once, before a run starts)."""
         return list(self.weights)

@@ -11,8 +11,11 @@ skipped, so a rerun resumes; items that failed are tried again unless ``keep_err
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,6 +132,28 @@ def _finish(out: np.ndarray, n_expected: int, system: System, test_sr: int) -> n
     return mono[:n_expected].astype(np.float32)
 
 
+FEATURES = "features"
+
+
+def write_artifacts(root: Path, artifacts: dict[str, Any]) -> None:
+    """Write a system's per-item files under ``root`` atomically (a temporary name, then a rename)."""
+    for rel, value in artifacts.items():
+        path = (root / rel).resolve()
+        if root.resolve() not in path.parents:
+            raise ItemError(f"artifact path {rel!r} leaves the run folder's {FEATURES}/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                if isinstance(value, dict):
+                    np.savez(f, **{k: np.asarray(v) for k, v in value.items()})
+                else:
+                    np.save(f, np.asarray(value))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def pending_items(ts: TestSet, run: RunDir, keep_errors: bool = False, shard: tuple[int, int] = (0, 1)) -> list[ManifestRow]:
     """Items of ``shard`` still to separate: no row yet, an ok row whose output file is gone,
     or an error row (unless ``keep_errors``)."""
@@ -200,18 +225,23 @@ def run_separation(
                 groups = [(loaded, outs, (time.perf_counter() - tb) / len(loaded))]
             except Exception:
                 # isolate the failing item(s): rerun the batch one item at a time
+                for r, _, _ in loaded:  # what the failed batch left behind
+                    system.take_artifacts(r.id)
                 groups = []
                 for r, a, n in loaded:
                     ti = time.perf_counter()
                     try:
                         groups.append(([(r, a, n)], _separate(system, [(r, a)]), time.perf_counter() - ti))
                     except Exception as exc:
+                        system.take_artifacts(r.id)
                         record(r, "error", time.perf_counter() - ti, f"system failed: {_describe(exc)}")
             for group, outs, secs in groups:
                 for (row, _, n_test), out in zip(group, outs):
                     try:
                         mono = _finish(out, n_test, system, ts.sample_rate)
+                        artifacts = system.take_artifacts(row.id)
                         write_audio(run.output_path(row.id), mono, ts.sample_rate)
+                        write_artifacts(run.path / FEATURES, artifacts)
                         record(row, "ok", secs, n=len(mono))
                     except Exception as exc:
                         record(row, "error", secs, _describe(exc))

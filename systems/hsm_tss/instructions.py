@@ -52,7 +52,9 @@ description is always a slice of the user's own text, with its case and inner pu
    excluding / save / that isn't" flips the task: "keep everything except X" -> remove X; "remove
    all but X" -> extract X. Then a quantifier "any of / all of / some of / every instance of" is
    dropped ("don't keep any of the music" -> remove "the music").
-8. A leading "the sound(s) of" / "the noise(s) of" / "the sound made by" (article optional) is
+8. A placeholder announcing the description after a colon is stripped: "the sound described as:",
+   "this sound:", "this sound from the mixture:", "the following sounds:" (hsm-bench's own
+   manifests phrase instructions so). Then a leading "the sound(s) of" / "the noise(s) of" / "the sound made by" (article optional) is
    stripped (the paper's own example), once, at the start of the description only.
 9. Tail, stripped repeatedly from the end: trailing punctuation; "please", "thanks", "thank
    you", "for me"; a reference to the mixture: "from/in/out of/within (this/the/that/my)
@@ -243,6 +245,12 @@ _BOTH_RE = re.compile(r"^both\s+", _FLAGS)
 _SOUND_OF_RE = re.compile(r"^(?:(?:the|a|any|all the)\s+)?(?:sound|sounds|noise|noises)\s+"
                           r"(?:of|(?:made|produced|emitted|created) by)\s+", _FLAGS)
 
+# "<verb> the sound described as: X", "<verb> this sound from the mixture: X": a placeholder for
+# the description, announced by a colon (hsm-bench's own manifests phrase instructions so)
+_ANNOUNCED_RE = re.compile(
+    r"^(?:(?:the|this|that|these|those|a|one)\s+)?(?:following\s+)?(?:sound|sounds|noise|noises|audio|source|event|events)?"
+    r"\s*(?:(?:that is |which is )?(?:described|defined) as|called|named|labell?ed(?: as)?)?"
+    r"\s*(?:(?:from|out of|in|of) (?:the |this |that )?(?:mixture|mix|recording|audio|clip|input))?\s*:\s*", _FLAGS)
 _WITHOUT_RE = re.compile(r"\bwithout\s+", _FLAGS)
 _MIX_WORDS = {"recording", "recordings", "audio", "clip", "mixture", "mix", "track", "song", "file", "sample", "sound",
               "version", "it", "this", "that", "everything", "same", "input", "signal", "back", "result", "output"}
@@ -408,6 +416,8 @@ class RuleParser:
             negated = not negated
             weak = False
         t.match_front(_QUANT_RE)
+        if task is not None:
+            t.match_front(_ANNOUNCED_RE)
         t.match_front(_SOUND_OF_RE)
 
         _clean_tail(t, particle)

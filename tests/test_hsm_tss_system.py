@@ -1,0 +1,321 @@
+"""HSM-TSS end to end: the paper's shapes, checkpoints (round trip, strict rejection), the two
+systems through `hsm-bench run` on demo items with both tasks, the features for the report,
+and the instruction templates of our own manifests. Random weights built by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hsm_bench.cli import main
+from hsm_bench.weights import CheckpointError
+from systems.hsm_tss.checkpoint import load_checkpoint, read_config, save_checkpoint
+from tests.hsm_tss_tiny import tiny_arch, tiny_checkpoints, tiny_t5
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return tiny_checkpoints(tmp_path_factory.mktemp("hsm-tss"))
+
+
+def _weights(files, variant="hsm-tss"):
+    return ["--weights", f"{variant}={files[variant]}", "--weights", f"flan-t5-base={files['t5']}"]
+
+
+def _system(files, cls_name="HsmTss", **params):
+    from hsm_bench import weights
+    from systems.hsm_tss import system as mod
+
+    cls = getattr(mod, cls_name)
+    s = cls(**params)
+    with weights.overrides({cls.checkpoint_name: files[cls.checkpoint_name], "flan-t5-base": files["t5"]}):
+        s.load("cpu")
+    return s
+
+
+def _batch(mix: np.ndarray, instructions, tasks, captions, target=None):
+    from hsm_bench.api.system import SeparationBatch
+
+    x = torch.from_numpy(np.asarray(mix, dtype=np.float32))[:, None]
+    n = len(instructions)
+    return SeparationBatch(item_ids=[f"i{k}" for k in range(n)], mixture=x, lengths=torch.full((n,), x.shape[-1]),
+                           instructions=list(instructions), task=list(tasks), caption=list(captions),
+                           target=None if target is None else torch.from_numpy(target)[:, None])  # fmt: skip
+
+
+# -- the paper's shapes -----------------------------------------------------------------------
+def test_paper_architecture_shapes_for_ten_seconds(tmp_path):
+    """Full widths (768 / 1024, 16 x 1024 codes, TF-Codec 6 kbps), one layer per stage to keep it
+    quick: 512 patches x 768, one 768-d global vector, 500 frames x 16 codes, 160000 samples."""
+    from systems.hsm_tss.model import HsmTssModel, architecture
+    from systems.hsm_tss.text import TextEncoder
+
+    text = TextEncoder.from_folder(tiny_t5(tmp_path / "t5", d_model=768))
+    arch = architecture("hierarchical", **{"audiomae": {"depth": 1}, "qaudio": {"layers": 1}, "global": {"depth": 1},
+                                           "local": {"depth": 1}, "acoustic": {"depth": 1},
+                                           "text": {"d_model": 768, "vocab_size": text.vocab_size}})  # fmt: skip
+    assert arch["local"] == {"dim": 768, "depth": 1, "heads": 8, "ffn": 3072}
+    assert arch["acoustic"]["dim"] == 1024 and arch["acoustic"]["heads"] == 8
+    torch.manual_seed(0)
+    model = HsmTssModel(arch).eval()
+    n = 160000
+    wave = 0.1 * torch.randn(1, n)
+    with torch.inference_mode():
+        s_mix = model.local_features(wave, torch.tensor([n]))
+        assert s_mix.shape == (1, 512, 768)
+        cap, cv = text.captions(["a dog barks"])
+        task, tv = text.tasks(["remove"])
+        out = model.separate_features(s_mix, task, tv, cap, cv, attention=True)
+        assert out["g_mix"].shape == out["g_hat"].shape == (1, 768)
+        assert out["s_hat"].shape == (1, 512, 768)
+        assert model.n_frames(n) == 500
+        codes = model.acoustic_tokens(out["s_hat"], 500)
+        assert codes.shape == (1, 500, 16) and int(codes.max()) < 1024
+        assert model.decode_tokens(codes).shape == (1, 160000)
+    tf = model.token_codec
+    assert (tf.sample_rate, tf.frame_rate, tf.n_codebooks, tf.codebook_size) == (16000, 50, 16, 1024)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def test_checkpoint_round_trip_is_bit_exact(files, tmp_path):
+    model, config = load_checkpoint(files["hsm-tss"])
+    again = save_checkpoint(model, tmp_path / "copy", info=config["info"])
+    model2, config2 = load_checkpoint(again)
+    a, b = model.state_dict(), model2.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert config2["weights_sha256"] == config["weights_sha256"]  # same tensors, same bytes
+    assert config2["architecture"] == config["architecture"]
+    assert any(k.startswith("codec.") for k in a) and any(k.startswith("qaudio.") for k in a)
+    single, _ = load_checkpoint(files["hsm-tss-single"])
+    keys = single.state_dict()
+    assert not any(k.startswith(("qaudio.", "global_sep.")) for k in keys)
+
+
+def _rewrite(folder: Path, dest: Path, edit) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    from hsm_bench.hashing import sha256_file
+
+    dest.mkdir()
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    save_file(state, str(dest / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    config["weights_sha256"] = sha256_file(dest / "model.safetensors")
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def test_wrong_or_partial_checkpoints_are_rejected_naming_the_keys(files, tmp_path):
+    src = files["hsm-tss"]
+    partial = _rewrite(src, tmp_path / "partial", lambda s: s.pop("local_sep.out.weight"))
+    with pytest.raises(CheckpointError, match=r"1 missing \(local_sep\.out\.weight\)"):
+        load_checkpoint(partial)
+    extra = _rewrite(src, tmp_path / "extra", lambda s: s.update({"local_sep.surplus": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match=r"1 unexpected \(local_sep\.surplus\)"):
+        load_checkpoint(extra)
+    shape = _rewrite(src, tmp_path / "shape", lambda s: s.update({"acoustic.start": torch.zeros(7)}))
+    with pytest.raises(CheckpointError, match=r"wrong shape \(acoustic\.start \[7\]"):
+        load_checkpoint(shape)
+    # the other variant's file: Q-Audio and the global stage are unexpected there
+    with pytest.raises(CheckpointError, match="holds the 'hierarchical' HSM-TSS variant, 'single' was asked for"):
+        load_checkpoint(src, variant="single")
+    # a changed byte: the digest in config.json no longer matches
+    bad = tmp_path / "tampered"
+    bad.mkdir()
+    (bad / "config.json").write_text((src / "config.json").read_text())
+    data = bytearray((src / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the sha256"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        read_config(tmp_path)
+    with pytest.raises(CheckpointError, match="is a file"):
+        read_config(src / "model.safetensors")
+
+
+def test_save_refuses_to_overwrite_and_leaves_nothing_half_made(files, tmp_path):
+    model, _ = load_checkpoint(files["hsm-tss-single"])
+    target = tmp_path / "ckpt"
+    save_checkpoint(model, target)
+    with pytest.raises(FileExistsError):
+        save_checkpoint(model, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folder left
+
+
+def test_missing_checkpoint_says_none_is_public(capsys, tmp_path):
+    status = main(["run", "--system", "hsm_tss", "--testset", "demo", f"paths.runs_dir={tmp_path}", "runtime.progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert "no public HSM-TSS checkpoint exists" in err[0]
+    assert "hsm-bench train" in err[0] and "--weights hsm-tss=PATH" in err[0]
+    assert not any(tmp_path.iterdir())  # nothing made
+
+
+def test_flan_t5_must_match_the_checkpoint(files, tmp_path):
+    from hsm_bench import weights
+    from hsm_bench.weights import WeightsError
+    from systems.hsm_tss.system import HsmTss
+
+    other = tiny_t5(tmp_path / "t5-48", d_model=48)
+    s = HsmTss()
+    with weights.overrides({"hsm-tss": files["hsm-tss"], "flan-t5-base": other}):
+        with pytest.raises(WeightsError, match="d_model 48"):
+            s.load("cpu")
+
+
+# -- the systems --------------------------------------------------------------------------------
+@pytest.mark.parametrize("system, variant", [("hsm_tss", "hsm-tss"), ("hsm_tss_single", "hsm-tss-single")])
+def test_demo_items_through_hsm_bench_run(system, variant, files, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    args = ["run", "--system", system, "--testset", "demo", "testset.params.n_items=4", "--metrics", "sdr",
+            f"paths.runs_dir={runs}", "runtime.progress=false", *_weights(files, variant)]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    run_json = next(runs.glob("**/run.json"))
+    run_dir = run_json.parent
+    info = json.loads(run_json.read_text())["system"]
+    assert info["remove"] == "native" and info["variant"] == ("hierarchical" if variant == "hsm-tss" else "single")
+    assert info["checkpoint_sha256"] == read_config(files[variant])["weights_sha256"]
+    rows = [json.loads(x) for x in (run_dir / "separate.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    manifest = next(Path(json.loads(run_json.read_text())["testset"]["root"]).glob("manifest.jsonl"))
+    items = [json.loads(x) for x in manifest.read_text().splitlines()]
+    assert {r["task"] for r in items} == {"extract", "remove"}  # both tasks ran
+    # the outputs are the system's own separations of the mixtures at 16 kHz, any batch
+    s = _system(files, "HsmTss" if variant == "hsm-tss" else "HsmTssSingle")
+    root = manifest.parent
+    for item in items:
+        mix, sr = sf.read(root / item["mixture"], dtype="float32")
+        out, sr_out = sf.read(run_dir / "outputs" / f"{item['id']}.wav", dtype="float32")
+        assert sr == sr_out == 16000 and out.shape == mix.shape == (160000,)
+        with torch.inference_mode():
+            own = s.separate(_batch(mix[None], [item["instruction"]], [item["task"]], [item["caption"]]))[0, 0].numpy()
+        assert np.abs(own).max() > 0.01  # audible: the tiny models are sharpened (tests/hsm_tss_tiny.py)
+        assert np.abs(out - own).max() < 1e-4 * np.abs(own).max() + 1e-6
+
+
+def test_task_token_conditions_the_separation_and_the_parser_decides_it(files):
+    s = _system(files)
+    rng = np.random.default_rng(0)
+    mix = torch.from_numpy((0.1 * rng.standard_normal((1, 16000))).astype(np.float32))
+    m = s.model
+    with torch.inference_mode():
+        s_mix = m.local_features(mix, torch.tensor([16000]))
+        cap, cv = s.text.captions(["dog barking"])
+        feats = {}
+        for task in ("extract", "remove"):
+            t, tv = s.text.tasks([task])
+            feats[task] = m.separate_features(s_mix, t, tv, cap, cv)
+    for key in ("g_hat", "s_hat"):  # both stages see the task token: without it the two runs are the
+        # same computation, bit for bit; a random pre-LN stage lets it move S_hat by ~3e-5 of its range
+        diff = (feats["extract"][key] - feats["remove"][key]).abs().max()
+        assert diff > 1e-5 * feats["extract"][key].abs().max()
+    # the parser, not the manifest's task field, decides: a contradicting row
+    lie = _batch(mix.numpy(), ["Please remove the dog barking from this clip."], ["extract"], ["dog barking"])
+    assert s._queries(lie) == (["remove"], ["the dog barking"])
+    assert _system(files, parser="none")._queries(lie) == (["extract"], ["dog barking"])
+
+
+def test_batch_composition_does_not_change_an_item(files):
+    s = _system(files)
+    rng = np.random.default_rng(1)
+    a = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    b[16000:] = 0
+    from hsm_bench.api.system import SeparationBatch
+
+    both = SeparationBatch(item_ids=["a", "b"], mixture=torch.from_numpy(np.stack([a, b]))[:, None],
+                           lengths=torch.tensor([24000, 16000]), instructions=["Keep the rain.", "Remove the dog barking."],
+                           task=["extract", "remove"], caption=["rain", "dog barking"])  # fmt: skip
+    with torch.inference_mode():
+        y = s.separate(both)
+        ya = s.separate(_batch(a[None], ["Keep the rain."], ["extract"], ["rain"]))
+        yb = s.separate(_batch(b[None, :16000], ["Remove the dog barking."], ["remove"], ["dog barking"]))
+    assert torch.allclose(y[0], ya[0], atol=1e-4)
+    assert torch.allclose(y[1, :, :16000], yb[0], atol=1e-4)
+    assert y[1, :, 16000:].abs().max() == 0  # nothing past the item's end
+
+
+def test_features_for_the_report(files, tmp_path, capsys):
+    """save_features writes the documented files, and the output does not depend on it."""
+    from tests.conftest import build_tiny_testset
+
+    ts = build_tiny_testset(tmp_path / "ts" / "tiny" / "v1", n_items=2, seconds=1.0)
+    outs = {}
+    for flag in ("false", "true"):
+        runs = tmp_path / f"runs-{flag}"
+        args = ["run", "--system", "hsm_tss", f"testset.root={ts}", "--metrics", "sdr", f"paths.runs_dir={runs}",
+                "runtime.progress=false", f"system.params.save_features={flag}", *_weights(files)]  # fmt: skip
+        assert main(args) == 0, capsys.readouterr().err
+        outs[flag] = next(runs.glob("**/run.json")).parent
+    feats = outs["true"] / "features"
+    ids = sorted(p.stem for p in (outs["true"] / "outputs").glob("*.wav"))
+    assert not (outs["false"] / "features").exists()
+    for item in ids:
+        a, _ = sf.read(outs["false"] / "outputs" / f"{item}.wav", dtype="float32")
+        b, _ = sf.read(outs["true"] / "outputs" / f"{item}.wav", dtype="float32")
+        assert np.array_equal(a, b)
+        g = np.load(feats / "global" / f"{item}.npz")
+        assert g["predicted"].shape == g["reference"].shape == (32,)
+        loc = np.load(feats / "local" / f"{item}.npz")
+        assert loc["predicted"].shape == loc["mixture"].shape == (512, 32)
+        att = np.load(feats / "attention" / f"{item}.npy")
+        task, description = np.load(feats / "parse" / f"{item}.npz")["task_description"]
+        # rows: the global token, the task word's tokens, the caption's tokens (T5 adds </s>)
+        from systems.hsm_tss.text import TASK_WORDS, TextEncoder
+
+        text = TextEncoder.from_folder(files["t5"])
+        n_task = len(text.tokenizer(TASK_WORDS[task], add_special_tokens=False)["input_ids"])
+        n_cap = len(text.tokenizer(description)["input_ids"])
+        assert att.shape == (1 + n_task + n_cap, 64)
+        assert (att >= 0).all() and att.sum() > 0
+    # the reference is Q-Audio's feature of the reference audio
+    manifest = [json.loads(x) for x in (ts / "manifest.jsonl").read_text().splitlines()]
+    s = _system(files)
+    target, _ = sf.read(ts / manifest[0]["target"], dtype="float32")
+    with torch.inference_mode():
+        x = torch.from_numpy(target)[None]
+        ref = s.model.global_features(s.model.local_features(x, torch.tensor([len(target)])))[0].numpy()
+    assert np.abs(np.load(feats / "global" / f"{manifest[0]['id']}.npz")["reference"] - ref).max() < 1e-4
+
+
+def test_long_items_are_separated_in_windows(files, tmp_path, capsys):
+    from tests.conftest import build_tiny_testset
+
+    ts = build_tiny_testset(tmp_path / "ts" / "tiny" / "v1", n_items=1, seconds=11.0)
+    runs = tmp_path / "runs"
+    args = ["run", "--system", "hsm_tss_single", f"testset.root={ts}", "--metrics", "sdr", f"paths.runs_dir={runs}",
+            "runtime.progress=false", "system.params.save_features=true", *_weights(files, "hsm-tss-single")]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    run_dir = next(runs.glob("**/run.json")).parent
+    out, sr = sf.read(next((run_dir / "outputs").glob("*.wav")), dtype="float32")
+    assert sr == 16000 and len(out) == 176000
+    loc = np.load(next((run_dir / "features" / "local").glob("*.npz")))
+    assert loc["predicted"].shape == (2, 512, 32)  # two 10.24-s windows
+    assert not (run_dir / "features" / "global").exists()  # the single-stage variant has none
+
+
+# -- the instructions our own test sets give ----------------------------------------------------
+def test_manifest_instruction_templates_parse_back():
+    from systems.hsm_tss.instructions import normalise_description, parse_instruction
+    from testsets.instructions import TEMPLATES
+
+    captions = ["A dog barks while a car passes by", "Rain falls on a metal roof, and thunder rumbles.",
+                "People talk: then a woman laughs"]  # fmt: skip
+    labels = ["Dog", "Acoustic guitar", "Church bell"]
+    for (task, style), templates in TEMPLATES.items():
+        for template in templates:
+            for d in captions if style == "caption" else labels:
+                p = parse_instruction(template.format(d=d))
+                assert p.task == task, template
+                if style == "caption":  # the whole caption, nothing else
+                    assert normalise_description(p.description) == normalise_description(d), (template, p)
+                else:  # the label, possibly as "the <label> sound"
+                    assert normalise_description(d) in normalise_description(p.description), (template, p)
+                    assert len(p.description) <= len(d) + len("the  sound"), (template, p)
