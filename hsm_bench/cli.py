@@ -321,6 +321,21 @@ def cmd_download_weights(a: argparse.Namespace) -> int:
     return download_weights(names=a.names, metrics=a.metrics, system=a.system, all_weights=a.all, force=a.force)
 
 
+def cmd_convert_weights(a: argparse.Namespace) -> int:
+    from systems.hsm_tss.convert import convert
+
+    if not (a.audiomae or a.tfcodec):
+        raise ConfigError("give --audiomae and/or --tfcodec: the official files to start the checkpoint from")
+    out = convert(a.out, audiomae=a.audiomae, tfcodec=a.tfcodec, variant=a.variant, arch_file=a.arch,
+                  text_folder=a.text, seed=a.seed)  # fmt: skip
+    from systems.hsm_tss.checkpoint import read_config
+
+    info = read_config(out)["info"]
+    print(f"wrote {out}: {', '.join(info['converted_from']) or 'nothing'} from the official files; random (untrained): "
+          f"{', '.join(info['untrained'])}. Train it (`hsm-bench train`) before separating with it.")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_download_metadata(a: argparse.Namespace) -> int:
     from testsets.metadata import download_metadata
 
@@ -427,6 +442,22 @@ def build_parser() -> argparse.ArgumentParser:
     dw.add_argument("--all", action="store_true", help="every registered checkpoint")
     dw.add_argument("--force", action="store_true", help="download again even if present")
 
+    cw = sub.add_parser(
+        "convert-weights",
+        help="start an HSM-TSS checkpoint from the official AudioMAE and TF-Codec files",
+        description="Write an HSM-TSS checkpoint folder (config.json + model.safetensors) whose AudioMAE and TF-Codec "
+        "weights come from their official files and whose other stages are random: the starting point of training. "
+        "No public HSM-TSS checkpoint exists.",
+    )
+    cw.add_argument("--audiomae", help="official AudioMAE file: pretrain .pth, fine-tuned .pth, or the timm port's "
+                    "model.safetensors (or its folder)")  # fmt: skip
+    cw.add_argument("--tfcodec", help="official TF-Codec file, e.g. tfcodec_6k_514000.ckpt")
+    cw.add_argument("--out", required=True, help="new checkpoint folder")
+    cw.add_argument("--variant", default="hierarchical", choices=["hierarchical", "single"])
+    cw.add_argument("--arch", help="JSON file of architecture sections to change (default: the paper's)")
+    cw.add_argument("--text", help="FLAN-T5 folder the model will use (its d_model and vocabulary size)")
+    cw.add_argument("--seed", type=int, default=0, help="seed of the random stages")
+
     dm = sub.add_parser("download-metadata", help="fetch the AudioSet ontology and class index (connected machine)")
     dm.add_argument("--out", help="folder (default: $HSM_BENCH_HOME/metadata)")
     dm.add_argument("--force", action="store_true")
@@ -453,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             "score": cmd_score, "build-testset": cmd_build_testset, "ls": cmd_ls, "info": cmd_info,
             "validate": cmd_validate, "aggregate": cmd_aggregate, "report": cmd_report,
             "download-weights": cmd_download_weights, "download-metadata": cmd_download_metadata,
+            "convert-weights": cmd_convert_weights,
         }[a.cmd]  # fmt: skip
         return handler(a)
     except KeyboardInterrupt:

@@ -319,3 +319,106 @@ def test_manifest_instruction_templates_parse_back():
                 else:  # the label, possibly as "the <label> sound"
                     assert normalise_description(d) in normalise_description(p.description), (template, p)
                     assert len(p.description) <= len(d) + len("the  sound"), (template, p)
+
+
+# -- converter from the official files --------------------------------------------------------
+def test_convert_weights_from_official_audiomae_and_tfcodec(files, tmp_path, capsys):
+    from systems.hsm_tss.audiomae import AudioMAEEncoder
+    from systems.hsm_tss.tfcodec import TFCodec
+    from tests.hsm_tss_tiny import TINY_CODEC
+
+    arch = json.loads((files["hsm-tss"] / "config.json").read_text())["architecture"]
+    torch.manual_seed(5)
+    enc = AudioMAEEncoder(**arch["audiomae"])
+    codec = TFCodec(**TINY_CODEC["arch"])
+    with torch.no_grad():
+        for p in list(enc.parameters()) + list(codec.parameters()):
+            p.add_(torch.randn_like(p))
+    # the official layouts: MaskedAutoencoderViT's {"model": ...} with its decoder; TF-Codec's {"gen": ...}
+    # with DistributedDataParallel's prefix
+    official_mae = {"model": {**enc.state_dict(), "decoder_embed.weight": torch.zeros(4, 32), "mask_token": torch.zeros(1, 1, 4)},
+                    "epoch": 32}  # fmt: skip
+    torch.save(official_mae, tmp_path / "pretrained.pth")
+    torch.save({"gen": {f"module.{k}": v for k, v in codec.state_dict().items()}}, tmp_path / "tfcodec.ckpt")
+    (tmp_path / "arch.json").write_text(json.dumps(arch))
+    out = tmp_path / "init"
+    args = ["convert-weights", "--audiomae", str(tmp_path / "pretrained.pth"), "--tfcodec", str(tmp_path / "tfcodec.ckpt"),
+            "--out", str(out), "--arch", str(tmp_path / "arch.json"), "--text", str(files["t5"])]  # fmt: skip
+    assert main(args) == 0
+    assert "random (untrained): qaudio, global_sep, local_sep, acoustic" in capsys.readouterr().out
+    model, config = load_checkpoint(out)
+    for k, v in enc.state_dict().items():
+        assert torch.equal(model.audiomae.state_dict()[k], v), k
+    for k, v in codec.state_dict().items():
+        assert torch.equal(model.codec.state_dict()[k], v), k
+    assert config["info"]["converted_from"]["audiomae"]["sha256"] == __import__("hashlib").sha256(
+        (tmp_path / "pretrained.pth").read_bytes()).hexdigest()
+    # a file that does not fit: one line naming the keys, and no folder left behind
+    bad = dict(official_mae["model"])
+    bad.pop("blocks.0.attn.qkv.weight")
+    torch.save({"model": bad}, tmp_path / "partial.pth")
+    args[2], args[6] = str(tmp_path / "partial.pth"), str(tmp_path / "init2")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "blocks.0.attn.qkv.weight" in err[0]
+    assert not (tmp_path / "init2").exists() and not list(tmp_path.glob(".init2*"))
+
+
+def test_llm_parser_option_reaches_the_system(files, tmp_path):
+    """parser=llm with a local causal LM folder (a tiny random GPT-2 built here): every instruction
+    gets a valid (task, description), from the model or from the rule parser it falls back to."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from systems.hsm_tss.instructions_llm import build_prompt
+
+    corpus = [build_prompt(t) + '"extract", "description": "' + t + '"}' for t in ("Remove the dog.", "Keep the rain.")]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<pad>"],
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))  # fmt: skip
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    folder = tmp_path / "lm"
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(fast), n_embd=16, n_layer=1, n_head=1, n_positions=2048,
+                               bos_token_id=0, eos_token_id=0)).save_pretrained(folder)  # fmt: skip
+    s = _system(files, parser="llm", parser_model=str(folder))
+    b = _batch(np.zeros((2, 1600), np.float32), ["Remove the dog barking.", "Keep only the rain."], ["remove", "extract"],
+               ["dog barking", "rain"])  # fmt: skip
+    tasks, descriptions = s._queries(b)
+    assert set(tasks) <= {"extract", "remove"} and all(isinstance(d, str) and d.strip() for d in descriptions)
+    with pytest.raises(ValueError, match="parser_model"):
+        from systems.hsm_tss.system import HsmTss
+
+        HsmTss(parser="llm")
+
+
+@pytest.mark.parametrize("kind", ["encodec", "dac"])
+def test_encodec_and_dac_token_spaces(kind, files, tmp_path):
+    """The acoustic decoder over EnCodec 24 kHz (8 codebooks at 75 frames/s) or DAC 16 kHz (12 at 50):
+    the codec stays out of the checkpoint, its folder is named in the architecture."""
+    from hsm_bench import weights
+    from systems.hsm_tss.model import HsmTssModel
+    from systems.hsm_tss.system import HsmTssSingle
+    from tests.test_hsm_tss_codec import _dac_folder, _encodec_folder
+
+    folder = (_encodec_folder if kind == "encodec" else _dac_folder)(tmp_path)
+    codec = {"kind": kind, "weights": str(folder)}
+    arch = tiny_arch("single", files["t5"], codec=codec)
+    torch.manual_seed(0)
+    model = HsmTssModel(arch)
+    assert model.codec is None and not any(k.startswith("codec.") for k in model.state_dict())
+    k, fps = (8, 75) if kind == "encodec" else (12, 50)
+    assert (model.acoustic.n_codebooks, model.token_codec.frame_rate) == (k, fps)
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    s = HsmTssSingle()
+    with weights.overrides({"hsm-tss-single": ckpt, "flan-t5-base": files["t5"]}):
+        assert s.required_weights() == ["hsm-tss-single", "flan-t5-base"]  # a folder path is not a weights name
+        s.load("cpu")
+    mix = (0.1 * np.random.default_rng(0).standard_normal((1, 16000))).astype(np.float32)
+    with torch.inference_mode():
+        out = s.separate(_batch(mix, ["Keep the rain."], ["extract"], ["rain"]))
+    assert out.shape == (1, 1, 16000) and torch.isfinite(out).all()
+    assert s.model.n_frames(16000) == fps

@@ -3,7 +3,7 @@
 HSM-TSS (arXiv 2505.21025) publishes no code and no weights, so ``hsm-tss`` and
 ``hsm-tss-single`` have no source: they are checkpoints in hsm-bench's own format (a folder
 holding ``config.json`` and ``model.safetensors``, systems/hsm_tss/checkpoint.py) that
-``hsm-bench train`` writes, or that ``python -m systems.hsm_tss.convert`` starts from the
+``hsm-bench train`` writes, or that ``hsm-bench convert-weights`` starts from the
 official AudioMAE and TF-Codec files. Its public parts:
 
 * FLAN-T5-base (the frozen text encoder, paper section IV-C): config, SentencePiece tokenizer

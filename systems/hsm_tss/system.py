@@ -93,7 +93,9 @@ class HsmTss(System):
             codec = read_config(weights.resolve(self.checkpoint_name, verify=False))["architecture"].get("codec", {})
         except WeightsError:
             return None
-        return codec.get("weights") if isinstance(codec, dict) else None
+        name = codec.get("weights") if isinstance(codec, dict) else None
+        weights._ensure_registered()
+        return name if name in weights.WEIGHTS else None  # a folder path is checked when the codec loads
 
     def load(self, device: str | torch.device = "cpu") -> None:
         from systems.hsm_tss.checkpoint import load_checkpoint
