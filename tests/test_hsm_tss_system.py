@@ -422,3 +422,19 @@ def test_encodec_and_dac_token_spaces(kind, files, tmp_path):
         out = s.separate(_batch(mix, ["Keep the rain."], ["extract"], ["rain"]))
     assert out.shape == (1, 1, 16000) and torch.isfinite(out).all()
     assert s.model.n_frames(16000) == fps
+
+
+def test_run_signature_knows_the_checkpoint_before_loading(files, tmp_path):
+    """info() is hashed into the run folder's name before load(): two checkpoints, two runs."""
+    from hsm_bench import weights
+    from systems.hsm_tss.system import HsmTss
+
+    other = tiny_checkpoints(tmp_path, seed=1)["hsm-tss"]
+    digests = []
+    for ckpt in (files["hsm-tss"], other):
+        with weights.overrides({"hsm-tss": ckpt, "flan-t5-base": files["t5"]}):
+            info = HsmTss().info()
+        assert info["checkpoint_sha256"] == read_config(ckpt)["weights_sha256"]
+        assert info["text_encoder_sha256"] == weights.path_sha256(files["t5"])
+        digests.append(info["checkpoint_sha256"])
+    assert digests[0] != digests[1]

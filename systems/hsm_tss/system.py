@@ -221,21 +221,42 @@ class HsmTss(System):
         self._use(HsmTssModel(arch), {"architecture": arch, "info": {"random_init_seed": seed}}, text, device)
 
     # -- provenance ---------------------------------------------------------------------------
-    def checkpoint_sha256(self) -> str | None:
-        if self.checkpoint_name not in self._loaded:
+    def _path(self, name: str) -> Path | None:
+        """The folder in use once loaded; before (the run signature is computed before load), where
+        ``name`` resolves now; None when it does not resolve (the run stops at its weights check)."""
+        if name in self._loaded:
+            return self._loaded[name]
+        try:
+            return weights.resolve(name, verify=False)
+        except WeightsError:
             return None
-        return self.config.get("weights_sha256")
+
+    def checkpoint_sha256(self) -> str | None:
+        """The digest of the checkpoint's weights, from its config.json (checked against the file
+        when it loads); None for random weights (``load_random``)."""
+        from systems.hsm_tss.checkpoint import read_config
+
+        if self.model is not None and self.checkpoint_name not in self._loaded:
+            return None
+        folder = self._path(self.checkpoint_name)
+        if folder is None:
+            return None
+        try:
+            return read_config(folder).get("weights_sha256")
+        except WeightsError:
+            return None
 
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["variant"] = self.variant
         info["architecture"] = self.config.get("architecture")
         info["checkpoint_info"] = self.config.get("info")
-        info["text_encoder"] = self._loaded.get(TEXT_MODEL) and str(self._loaded[TEXT_MODEL])
-        if self._loaded.get(TEXT_MODEL):
-            info["text_encoder_sha256"] = weights.path_sha256(self._loaded[TEXT_MODEL])
+        text = None if self.model is not None and not self._loaded else self._path(TEXT_MODEL)
+        info["text_encoder"] = str(text) if text else None
+        info["text_encoder_sha256"] = weights.path_sha256(text) if text else None
         info["long_inputs"] = f"windows of {WINDOW_S} s, 10 % overlap, linear cross-fades (harness)"
-        info["token_choice"] = "greedy" if self.top_k == 1 else f"top-{self.top_k}, temperature {self.temperature}, seed {self.seed}"
+        info["token_choice"] = "greedy" if self.top_k == 1 else \
+            f"top-{self.top_k}, temperature {self.temperature}, seed {self.seed}"  # fmt: skip
         return info
 
 
