@@ -109,6 +109,17 @@ def cmd_run(argv: list[str]) -> int:
     return status
 
 
+def cmd_train(argv: list[str]) -> int:
+    """``hsm-bench train hsm_tss stage=NAME ...`` (training/train.py; needs the train extra)."""
+    try:
+        import lightning  # noqa: F401
+    except ImportError:
+        raise ConfigError("training needs Lightning: pip install 'hsm-bench[train]'") from None
+    from training.train import main as train_main
+
+    return train_main(argv)
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from hsm_bench.score_dirs import score_directories
 
@@ -358,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"hsm-bench {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("run", help="build + separate + score + aggregate (Hydra; see `hsm-bench run --help`)", add_help=False)
+    sub.add_parser("train", help="train one HSM-TSS stage on Lightning (see `hsm-bench train --help`)", add_help=False)
 
     s = sub.add_parser("score", help="score a folder of outputs against references matched by file stem",
                        description="Score PRED_DIR against REF_DIR (files matched by stem). Exit status: 0 every "
@@ -475,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "run":
             return cmd_run(argv[1:])
+        if argv and argv[0] == "train":
+            return cmd_train(argv[1:])
         parser = build_parser()
         a = parser.parse_args(argv)
         if a.cmd is None:

@@ -1,0 +1,206 @@
+"""HSM-TSS training on Lightning (training/): every stage overfits a tiny fixed batch and trains
+only its own parameters, a resumed run equals the uninterrupted one, a 2-process DDP run on CPU
+completes, and `hsm-bench train` writes a checkpoint the system loads. Tiny random models
+(tests/hsm_tss_tiny.py); nothing is downloaded."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+
+from tests.hsm_tss_tiny import tiny_checkpoints  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINED = {"qaudio": ("qaudio.",), "global": ("global_sep.",), "local": ("local_sep.",),
+           "joint": ("global_sep.", "local_sep."), "decoder": ("acoustic.",)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    return tiny_checkpoints(tmp_path_factory.mktemp("hsm-tss-train"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _overrides(ckpts, out, steps, variant="hsm-tss", **extra):
+    base = {"init": ckpts[variant], "text": ckpts["t5"], "out": out, "trainer.max_steps": steps,
+            "trainer.accelerator": "cpu", "trainer.devices": 1, "trainer.progress_bar": "false",
+            "trainer.log_every_n_steps": 1, "data.batch_size": 4, "data.params.n_items": 4,
+            "optim.warmup_steps": 0, "optim.schedule": "constant", "optim.lr": 1e-3}  # fmt: skip
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def _train(stage, ckpts, out, steps, variant="hsm-tss", **extra):
+    from training.train import compose, train
+
+    return train(compose(stage, _overrides(ckpts, out, steps, variant, **extra)))
+
+
+def _losses(out: Path) -> dict[int, float]:
+    """``{step: train/loss}`` from every CSV log of the run folder (a resumed run adds a version)."""
+    rows = {}
+    for path in sorted(out.glob("logs/version_*/metrics.csv")):
+        for r in csv.DictReader(path.open()):
+            if r.get("train/loss"):
+                rows[int(r["step"])] = float(r["train/loss"])
+    return rows
+
+
+def _state(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("stage,variant", [("qaudio", "hsm-tss"), ("global", "hsm-tss"), ("local", "hsm-tss"),
+                                           ("joint", "hsm-tss"), ("decoder", "hsm-tss"),
+                                           ("local", "hsm-tss-single")])  # fmt: skip
+def test_stage_overfits_one_batch_and_trains_only_its_parameters(stage, variant, ckpts, tmp_path):
+    steps = 40
+    folder = _train(stage, ckpts, tmp_path / "run", steps, variant)
+    losses = _losses(tmp_path / "run")
+    assert sorted(losses) == list(range(steps))  # one row per step, logged every step
+    first, last = losses[0], losses[steps - 1]
+    assert math.isfinite(last) and last <= 0.5 * first, (stage, first, last)  # >= 50 % drop on the fixed batch
+    before, after = _state(ckpts[variant]), _state(folder)
+    assert before.keys() == after.keys()
+    prefixes = TRAINED[stage]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(prefixes) for k in changed), sorted(changed - {k for k in changed
+                                                                                      if k.startswith(prefixes)})[:5]  # fmt: skip
+    # every trained module moved (not just one tensor of it)
+    for p in prefixes:
+        assert any(k.startswith(p) for k in changed), p
+    info = json.loads((folder / "config.json").read_text())["info"]
+    assert info["stage"] == stage and info["steps"] == steps and info["seed"] == 0 and info["trained"] is True
+    assert info["data"] == {"kind": "synthetic", "n_items": 4, "seconds": 1.0, "seed": 0}
+    assert info["stages"][-1]["stage"] == stage
+
+
+@pytest.mark.parametrize("stage", ["joint", "qaudio"])  # the P_gt switch; Q-Audio's sampled ITM negatives
+def test_resume_equals_uninterrupted(stage, ckpts, tmp_path):
+    k = 3
+    # a schedule that depends on the total (cosine with warm-up), fixed independently of max_steps
+    extra = {"optim.schedule": "cosine", "optim.warmup_steps": 2, "optim.total_steps": 10, "loss.p_gt": 0.5}
+    whole = _train(stage, ckpts, tmp_path / "whole", k + 1, **extra)
+    _train(stage, ckpts, tmp_path / "parts", k, **extra)
+    assert (tmp_path / "parts" / "checkpoints" / "last.ckpt").is_file()
+    resumed = _train(stage, ckpts, tmp_path / "parts", k + 1, **extra)  # same out: resumes from last.ckpt
+    versions = sorted((tmp_path / "parts").glob("logs/version_*/metrics.csv"))
+    assert len(versions) == 2
+    resumed_steps = {int(r["step"]) for r in csv.DictReader(versions[-1].open()) if r.get("train/loss")}
+    assert resumed_steps == {k}  # the second run trained one step, from the checkpoint
+    a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "parts")
+    assert sorted(a) == sorted(b) == list(range(k + 1))
+    for step in range(k + 1):  # float32 on one thread: the same kernels in the same order
+        assert abs(a[step] - b[step]) <= 1e-6 * max(1.0, abs(a[step])), (step, a[step], b[step])
+    sa, sb = _state(whole), _state(resumed)
+    worst = max(float((sa[key] - sb[key]).abs().max()) for key in sa if sa[key].is_floating_point())
+    assert worst <= 1e-6, worst
+    assert json.loads((resumed / "config.json").read_text())["info"]["steps"] == k + 1
+
+
+def test_resume_refuses_another_seed(ckpts, tmp_path):
+    from hsm_bench.weights import CheckpointError
+
+    _train("global", ckpts, tmp_path / "run", 1)
+    with pytest.raises(CheckpointError, match="seed"):
+        _train("global", ckpts, tmp_path / "run", 2, seed=5)
+
+
+def test_lr_schedule_hand_values():
+    from training.stages import lr_lambda
+
+    assert lr_lambda(0, 4, 20, "cosine", 0.1) == pytest.approx(0.25)
+    assert lr_lambda(3, 4, 20, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_lambda(4, 4, 20, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_lambda(12, 4, 20, "cosine", 0.1) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos(pi/2) = 0
+    assert lr_lambda(20, 4, 20, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_lambda(50, 4, 20, "constant", 0.1) == 1.0
+
+
+def _cli(args, capsys):
+    from hsm_bench.cli import main
+
+    status = main(["train", *args])
+    return status, capsys.readouterr()
+
+
+def test_cli_trains_and_writes_a_loadable_checkpoint(ckpts, tmp_path, capsys):
+    from systems.hsm_tss.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    status, io = _cli(["hsm_tss", "stage=decoder", *_overrides(ckpts, out, 2)], capsys)
+    assert status == 0, io.err
+    assert str(out / "model") in io.out
+    model, config = load_checkpoint(out / "model", variant="hierarchical")
+    assert config["info"]["stage"] == "decoder" and config["info"]["steps"] == 2
+    assert (out / "checkpoints" / "last.ckpt").is_file() and list(out.glob("logs/version_*/metrics.csv"))
+    # the system separates with it (the same loading path as `hsm-bench run --weights hsm-tss=...`)
+    from hsm_bench.api.system import SeparationBatch
+    from systems.hsm_tss.system import HsmTss
+    from systems.hsm_tss.text import TextEncoder
+
+    system = HsmTss(parser="none")
+    system._use(model, config, TextEncoder.from_folder(ckpts["t5"]), "cpu")
+    n = 8000
+    batch = SeparationBatch(item_ids=["a"], mixture=torch.randn(1, 1, n) * 0.1, lengths=torch.tensor([n]),
+                            instructions=["extract rain"], task=["extract"], caption=["rain"])  # fmt: skip
+    wave = system.separate(batch)
+    assert wave.shape == (1, 1, n) and torch.isfinite(wave).all()
+
+
+@pytest.mark.parametrize("stage,words", [("codec", "official TF-Codec train.py"), ("mae", "official AudioMAE")])
+def test_cli_codec_and_mae_are_one_line_errors(stage, words, ckpts, tmp_path, capsys):
+    status, io = _cli(["hsm_tss", f"stage={stage}", *_overrides(ckpts, tmp_path / "run", 1)], capsys)
+    assert status == 2
+    lines = io.err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "convert-weights" in lines[0], io.err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["hsm_tss", "stage=local", "trainer.max_stpes=3"], "trainer.max_steps"),
+    (["hsm_tss", "stage=local"], "init="),
+    (["audiosep", "stage=local"], "cannot train"),
+    (["hsm_tss_single", "stage=global"], "single-stage"),
+])  # fmt: skip
+def test_cli_usage_errors_are_one_line(args, words, ckpts, tmp_path, capsys):
+    if args[0] == "hsm_tss_single":
+        args = [*args, *_overrides(ckpts, tmp_path / "run", 1, "hsm-tss-single")]
+    elif "trainer.max_stpes=3" in args:
+        args = [*args, f"init={ckpts['hsm-tss']}", f"text={ckpts['t5']}", f"out={tmp_path}"]
+    status, io = _cli(args, capsys)
+    assert status == 2 and len(io.err.strip().splitlines()) == 1 and words in io.err, io.err
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(ckpts, tmp_path):
+    """Lightning's strategy=ddp, devices=2, gloo: both ranks step, rank 0 writes the model."""
+    out = tmp_path / "run"
+    args = _overrides(ckpts, out, 3, **{"trainer.devices": 2, "data.batch_size": 2})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "hsm_bench.cli", "train", "hsm_tss", "stage=joint", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((out / "model" / "config.json").read_text())["info"]
+    assert info["world_size"] == 2 and info["steps"] == 3
+    losses = _losses(out)
+    assert sorted(losses) == [0, 1, 2] and all(math.isfinite(v) for v in losses.values())
