@@ -98,7 +98,9 @@ def test_stage_overfits_one_batch_and_trains_only_its_parameters(stage, variant,
 def test_resume_equals_uninterrupted(stage, ckpts, tmp_path):
     k = 3
     # a schedule that depends on the total (cosine with warm-up), fixed independently of max_steps
-    extra = {"optim.schedule": "cosine", "optim.warmup_steps": 2, "optim.total_steps": 10, "loss.p_gt": 0.5}
+    # and a different batch at every step (16 items, batches of 4), so the data must resume too
+    extra = {"optim.schedule": "cosine", "optim.warmup_steps": 2, "optim.total_steps": 10, "loss.p_gt": 0.5,
+             "data.params.n_items": 16}
     whole = _train(stage, ckpts, tmp_path / "whole", k + 1, **extra)
     _train(stage, ckpts, tmp_path / "parts", k, **extra)
     assert (tmp_path / "parts" / "checkpoints" / "last.ckpt").is_file()
@@ -204,3 +206,44 @@ def test_ddp_two_processes_on_cpu(ckpts, tmp_path):
     assert info["world_size"] == 2 and info["steps"] == 3
     losses = _losses(out)
     assert sorted(losses) == [0, 1, 2] and all(math.isfinite(v) for v in losses.values())
+
+
+class _Numbered:
+    def example(self, position):
+        return {"position": position}
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_positions_follow_rank_step_and_not_the_worker_count(workers):
+    from torch.utils.data import DataLoader
+
+    from training.data import Positions
+
+    def batches(rank, world, start, n):
+        loader = DataLoader(Positions(_Numbered(), 2, rank=rank, world=world, start=start), batch_size=2,
+                            num_workers=workers, collate_fn=lambda b: [e["position"] for e in b])  # fmt: skip
+        out = []
+        for batch in loader:
+            out.append(batch)
+            if len(out) == n:
+                return out
+
+    # rank r of 2 trains global batches 2b + r: positions (2b + r) * 2, +1
+    assert batches(0, 2, 0, 3) == [[0, 1], [4, 5], [8, 9]]
+    assert batches(1, 2, 0, 3) == [[2, 3], [6, 7], [10, 11]]
+    assert batches(1, 2, 5, 2) == [[22, 23], [26, 27]]  # resumed after 5 batches of its own
+    assert batches(0, 1, 0, 4) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+def test_mixture_stream_trains_through_the_cli(ckpts, tmp_path, capsys):
+    """data.kind=mixtures: training.mixtures' on-the-fly triplets from the held-out demo pool."""
+    out = tmp_path / "run"
+    args = _overrides(ckpts, out, 2, **{"data.kind": "mixtures", "data.batch_size": 2, "data.params.pool": "demo",
+                                        "data.params.pool_args.variants": 1,
+                                        "data.params.pool_args.families": "[procedural]",
+                                        "data.params.seconds": 2.0})  # fmt: skip
+    args = [a for a in args if not a.startswith("data.params.n_items")]
+    status, io = _cli(["hsm_tss", "stage=local", *args], capsys)
+    assert status == 0, io.err
+    info = json.loads((out / "model" / "config.json").read_text())["info"]
+    assert info["data"]["kind"] == "mixtures" and info["data"]["pool"] == "demo" and info["data"]["n_clips"] > 1

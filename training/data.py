@@ -1,5 +1,5 @@
-"""Training examples for HSM-TSS: what a batch holds, a tiny synthetic source, and the glue to
-the on-the-fly mixtures of :mod:`training.mixtures`.
+"""Training examples for HSM-TSS: what a batch holds, a tiny synthetic source, and the loader
+that feeds the trainer from it or from the on-the-fly mixtures of :mod:`training.mixtures`.
 
 An example is a dict: ``mixture`` and ``target`` float32 ``[T]`` at 16 kHz, ``task``
 ("extract" or "remove"), ``caption`` (the description of the queried source) and
@@ -12,7 +12,10 @@ examples to ``{"mixture" [B, T], "target" [B, T], "lengths" [B], "task", "captio
 :class:`SyntheticMixtures` is a small, deterministic, in-memory set for tests and smoke runs
 (harmonic tones and coloured noises named by captions the tiny test T5 knows); it is not
 training data for a real model. ``data.kind=mixtures`` builds ``training.mixtures.MixtureStream``
-from ``data.params`` (the clip pools of the test-set builders, mixed with the test-set rules).
+over a pool of :mod:`training.sources` from ``data.params`` (the clip pools of the test-set
+builders, mixed with the test-set rules). Either is read by position (:class:`Positions`):
+ranks and DataLoader workers take disjoint, fixed parts, and a resumed run continues where the
+interrupted one stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 SAMPLE_RATE = 16000
 
@@ -95,8 +98,92 @@ def collate(examples: list[dict]) -> dict:
             "instruction": [e.get("instruction", "") for e in examples]}  # fmt: skip
 
 
-def build_dataset(kind: str, params: dict, seed: int = 0):
-    """``(dataset, collate_fn, description)`` for ``data.kind`` and ``data.params``."""
+class Positions(IterableDataset):
+    """Examples by global position, so that the data a step sees depends only on the step.
+
+    ``source.example(position)`` gives one example. Rank ``rank`` of ``world`` trains on the global
+    batches ``g = b * world + rank`` (``b`` = 0, 1, ... its own batch count), each made of the
+    positions ``g * batch_size ... + batch_size - 1``; DataLoader worker ``w`` of ``W`` yields that
+    rank's batches ``start + w, start + w + W, ...``, which the DataLoader's round-robin over its
+    workers puts back in order. ``start`` (batches already trained, from the step count) makes a
+    resumed run read exactly what the uninterrupted one would have; the sequence does not depend
+    on the number of workers."""
+
+    def __init__(self, source, batch_size: int, rank: int = 0, world: int = 1, start: int = 0):
+        super().__init__()
+        self.source, self.batch_size, self.rank, self.world, self.start = source, batch_size, rank, world, start
+
+    def __iter__(self):
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        w, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        b = self.start + w
+        while True:
+            g = b * self.world + self.rank
+            for i in range(self.batch_size):
+                yield self.source.example(g * self.batch_size + i)
+            b += n_workers
+
+
+class _Cycle:
+    """A map-style dataset read by position, round and round."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def example(self, position: int) -> dict:
+        return self.dataset[position % len(self.dataset)]
+
+
+class _Worker0:
+    """``training.mixtures.MixtureStream`` by position: its worker-0 stream (positions never repeat)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def example(self, position: int) -> dict:
+        return self.stream.example(position, 0)
+
+
+POOLS = ("demo", "folder", "manifest")
+
+
+def _mixtures(params: dict, seed: int):
+    """``(MixtureStream, collate, description)`` from ``data.params``: ``pool`` (demo | folder |
+    manifest) with ``pool_args`` for :mod:`training.sources`, ``disjoint_from`` (a built test set
+    the pool must not share clips with) and ``force``; other keys go to ``MixtureStream``."""
+    from hsm_bench.errors import ConfigError
+
+    try:
+        from training import mixtures, sources
+    except ImportError:
+        raise ConfigError("data.kind=mixtures needs training/mixtures.py, which this install does not have; "
+                          "use data.kind=synthetic for a smoke run") from None  # fmt: skip
+    params = dict(params)
+    pool_kind = params.pop("pool", "demo")
+    pool_args = dict(params.pop("pool_args", None) or {})
+    disjoint_from, force = params.pop("disjoint_from", None), bool(params.pop("force", False))
+    if pool_kind not in POOLS:
+        raise ConfigError(f"data.params.pool={pool_kind!r}: one of {', '.join(POOLS)}")
+    make = getattr(sources, f"pool_from_{pool_kind}")
+    try:
+        pool = make(**pool_args)
+    except TypeError as exc:
+        raise ConfigError(f"data.params.pool_args for pool={pool_kind}: {exc}") from None
+    shared = sources.check_disjoint(pool, disjoint_from, force=force) if disjoint_from else []
+    try:
+        stream = mixtures.MixtureStream(pool, **{"seed": seed, **params})
+    except TypeError as exc:
+        raise ConfigError(f"data.params for data.kind=mixtures: {exc}") from None
+    info = {"kind": "mixtures", "pool": pool_kind, "pool_args": pool_args, "n_clips": len(pool),
+            "disjoint_from": disjoint_from, "shared_with_testset": len(shared), **params,
+            "seed": int(stream.seed)}  # fmt: skip
+    return _Worker0(stream), mixtures.collate, info
+
+
+def build_source(kind: str, params: dict, seed: int = 0):
+    """``(source with .example(position), collate_fn, description)`` for ``data.kind``/``data.params``."""
     from hsm_bench.errors import ConfigError
 
     params = dict(params or {})
@@ -105,21 +192,26 @@ def build_dataset(kind: str, params: dict, seed: int = 0):
             ds = SyntheticMixtures(**{"seed": seed, **params})
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"data.params for data.kind=synthetic: {exc} (keys: n_items, seconds, seed)") from None
-        return ds, collate, ds.describe()
+        return _Cycle(ds), collate, ds.describe()
     if kind == "mixtures":
-        try:
-            from training import mixtures
-        except ImportError:
-            raise ConfigError("data.kind=mixtures needs training/mixtures.py, which this install does not have; "
-                              "use data.kind=synthetic for a smoke run") from None  # fmt: skip
-        stream_cls = getattr(mixtures, "MixtureStream", None)
-        if stream_cls is None:
-            raise ConfigError("training.mixtures has no MixtureStream: update hsm-bench")
-        try:
-            ds = stream_cls(**{"seed": seed, **params})
-        except TypeError as exc:
-            raise ConfigError(f"data.params for data.kind=mixtures: {exc}") from None
-        fn = getattr(mixtures, "collate", None) or getattr(ds, "collate", None) or collate
-        describe = getattr(ds, "describe", None)
-        return ds, fn, (describe() if callable(describe) else {"kind": "mixtures", **params, "seed": seed})
+        return _mixtures(params, seed)
     raise ConfigError(f"data.kind={kind!r}: one of synthetic, mixtures")
+
+
+def data_module(kind: str, params: dict, seed: int, batch_size: int, num_workers: int = 0):
+    """A LightningDataModule whose loader follows the trainer's rank, world size and step
+    (:class:`Positions`), and the data's description."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    source, collate_fn, info = build_source(kind, params, seed)
+
+    class TrainData(L.LightningDataModule):
+        def train_dataloader(self):
+            t = self.trainer
+            start = int(t.global_step) * int(t.accumulate_grad_batches)  # restored before the loader is made
+            ds = Positions(source, batch_size, rank=int(t.global_rank), world=int(t.world_size), start=start)
+            return DataLoader(ds, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers,
+                              persistent_workers=num_workers > 0)  # fmt: skip
+
+    return TrainData(), info

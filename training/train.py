@@ -182,7 +182,7 @@ def build_trainer(cfg, out: Path):
         log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=bool(t.progress_bar),
         enable_checkpointing=False, logger=loggers, callbacks=callbacks, plugins=plugins or None,
         default_root_dir=str(out), deterministic=bool(t.deterministic), enable_model_summary=False,
-        num_sanity_val_steps=0, use_distributed_sampler=True,
+        num_sanity_val_steps=0, use_distributed_sampler=False,  # the loader shards by rank itself
     )  # fmt: skip
 
 
@@ -209,11 +209,10 @@ def train(cfg, variant: str | None = None) -> Path:
     import lightning as L
     import torch
     from omegaconf import OmegaConf
-    from torch.utils.data import DataLoader
 
     from hsm_bench.hashing import sha256_file
     from systems.hsm_tss.checkpoint import save_checkpoint, weights_path
-    from training.data import build_dataset
+    from training.data import data_module
     from training.stages import HsmTssStage
 
     import warnings
@@ -226,10 +225,8 @@ def train(cfg, variant: str | None = None) -> Path:
     model, text, init_config = load_parts(cfg, variant)
     container = OmegaConf.to_container(cfg, resolve=True)
     module = HsmTssStage(model, text, str(cfg.stage), optim=container["optim"], loss=container["loss"], seed=seed)
-    dataset, collate_fn, data_info = build_dataset(str(cfg.data.kind), container["data"]["params"], seed)
-    loader = DataLoader(dataset, batch_size=int(cfg.data.batch_size), shuffle=False, collate_fn=collate_fn,
-                        num_workers=int(cfg.data.num_workers), drop_last=False,
-                        persistent_workers=int(cfg.data.num_workers) > 0)  # fmt: skip
+    data, data_info = data_module(str(cfg.data.kind), container["data"]["params"], seed, int(cfg.data.batch_size),
+                                  int(cfg.data.num_workers))  # fmt: skip
     trainer = build_trainer(cfg, out)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = None
@@ -240,7 +237,7 @@ def train(cfg, variant: str | None = None) -> Path:
         ckpt_path = None if hpc else (str(last) if last.is_file() else None)  # None under SLURM: Lightning's hpc resume
     elif last.is_file():
         raise ConfigError(f"{out} holds a run (checkpoints/last.ckpt) and resume=false: choose a new out=")
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     folder = out / "model"
     if trainer.is_global_zero:
         init = Path(str(cfg.init)).expanduser()
