@@ -60,7 +60,7 @@ class SyntheticMixtures(Dataset):
         if n_items < 1 or seconds <= 0:
             raise ValueError("n_items must be >= 1 and seconds > 0")
         self.n_items, self.seconds, self.seed = int(n_items), float(seconds), int(seed)
-        self.n_samples = int(round(self.seconds * SAMPLE_RATE))
+        self.n_samples = round(self.seconds * SAMPLE_RATE)
 
     def __len__(self) -> int:
         return self.n_items

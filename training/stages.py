@@ -145,13 +145,19 @@ class HsmTssStage(L.LightningModule):
         return {**batch, "mixture": batch["mixture"][:, :n], "target": batch["target"][:, :n],
                 "lengths": batch["lengths"].clamp(max=n)}  # fmt: skip
 
+    def _fp32(self):
+        """Frozen feature extractors and targets in float32 also under bf16-mixed training."""
+        return torch.autocast(self.device.type, enabled=False)
+
     @torch.no_grad()
     def _audiomae(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.model.local_features(wave.float(), lengths)
+        with self._fp32():
+            return self.model.local_features(wave.float(), lengths)
 
     def _condition(self, batch: dict):
-        caption, caption_valid = self.text.captions(list(batch["caption"]))
-        task, task_valid = self.text.tasks(list(batch["task"]))
+        with self._fp32():
+            caption, caption_valid = self.text.captions(list(batch["caption"]))
+            task, task_valid = self.text.tasks(list(batch["task"]))
         task, caption = self.model.condition(caption, caption_valid, task)
         return task, task_valid, caption, caption_valid
 
@@ -167,8 +173,9 @@ class HsmTssStage(L.LightningModule):
         # the caption names the queried source: the target when extracting, the rest when removing
         audio = torch.where(extract[:, None], batch["target"], batch["mixture"] - batch["target"])
         s = self._audiomae(audio, batch["lengths"])
-        states, valid = self.text.captions(list(batch["caption"]))
-        embeds, ids, _ = self.text.token_embeddings(list(batch["caption"]))
+        with self._fp32():
+            states, valid = self.text.captions(list(batch["caption"]))
+            embeds, ids, _ = self.text.token_embeddings(list(batch["caption"]))
         with torch.random.fork_rng(devices=self._fork_devices()):
             torch.manual_seed(self.step_seed())  # the ITM negatives
             parts = m.qaudio.losses(s, states, valid, embeds, ids)
@@ -180,7 +187,7 @@ class HsmTssStage(L.LightningModule):
         s_tgt = self._audiomae(batch["target"], batch["lengths"])
         g_mix = g_tgt = None
         if self.model.variant == "hierarchical":
-            with torch.no_grad():  # Q-Audio is frozen in every separation stage
+            with torch.no_grad(), self._fp32():  # Q-Audio is frozen in every separation stage
                 g_mix, g_tgt = self.model.global_features(s_mix), self.model.global_features(s_tgt)
         return s_mix, s_tgt, g_mix, g_tgt
 
@@ -229,7 +236,8 @@ class HsmTssStage(L.LightningModule):
             wave = torch.zeros(len(rows), n_max)
             for k, r in enumerate(rows):
                 wave[k, : len(r)] = torch.from_numpy(r.copy())
-        codes = c.encode(wave).clone().to(lengths.device)  # out of inference mode: embeddings save it for backward
+        with self._fp32():
+            codes = c.encode(wave).clone().to(lengths.device)  # out of inference mode: embeddings save it for backward
         frames = torch.tensor([m.n_frames(int(n)) for n in lengths], device=lengths.device)
         f = min(int(frames.max()), codes.shape[1], m.acoustic.max_frames)
         valid = torch.arange(f, device=lengths.device)[None, :] < frames[:, None]

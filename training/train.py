@@ -105,7 +105,7 @@ def _has_key(cfg, key: str) -> bool:
 
     node = cfg
     for part in key.split("."):
-        if not isinstance(node, DictConfig) or part not in node.keys():
+        if not isinstance(node, DictConfig) or part not in node.keys():  # noqa: SIM118 (`in` hides ??? values)
             return False
         node = node._get_node(part)
     return True
@@ -206,6 +206,8 @@ def load_parts(cfg, variant: str | None = None):
 
 def train(cfg, variant: str | None = None) -> Path:
     """Run the configured stage; returns ``out/model`` (on the global rank 0; other ranks return it too)."""
+    import warnings
+
     import lightning as L
     import torch
     from omegaconf import OmegaConf
@@ -214,8 +216,6 @@ def train(cfg, variant: str | None = None) -> Path:
     from systems.hsm_tss.checkpoint import save_checkpoint, weights_path
     from training.data import data_module
     from training.stages import HsmTssStage
-
-    import warnings
 
     # frozen modules are in eval mode on purpose; the checkpoint is ours, written by this code
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
