@@ -186,12 +186,16 @@ class TFCodec(nn.Module):
         groups = self._groups(latent)
         return torch.stack([vq.indices(groups[:, :, i]) for i, vq in enumerate(self.vq_layer_list)], dim=-1)
 
+    def _ungroup(self, rows: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`_groups`: ``[B, F, K, n * C / K]`` -> ``[B, F * n, C]``."""
+        b, f, k = rows.shape[:3]
+        n = self.combine_frames
+        return rows.reshape(b, f, k, n, -1).permute(0, 1, 3, 2, 4).reshape(b, f * n, -1)
+
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, F, K]`` -> quantised latent ``[B, F * n, latent_dim]``."""
-        b, f, k = codes.shape
-        n = self.combine_frames
         rows = torch.stack([vq.vectors(codes[:, :, i]) for i, vq in enumerate(self.vq_layer_list)], dim=2)
-        return rows.reshape(b, f, k, n, -1).permute(0, 1, 3, 2, 4).reshape(b, f * n, -1)
+        return self._ungroup(rows)
 
     def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.ndim != 3 or codes.shape[-1] != self.n_codebooks:
@@ -203,8 +207,11 @@ class TFCodec(nn.Module):
     # -- decoder ---------------------------------------------------------------------------------------------
     def _decode_untrimmed(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes -> overlap-add output before the ISTFT's centre trim: ``[B, 80 (4F - 1) + 320]``."""
-        codes = self._check_codes(codes)
-        h = self.conv1x1_2(self.dequantize(codes).transpose(1, 2).unsqueeze(-1))  # [B, 320, T, 1]
+        return self._decode_latent(self.dequantize(self._check_codes(codes)))
+
+    def _decode_latent(self, quantised: torch.Tensor) -> torch.Tensor:
+        """Quantised latent ``[B, 4F, latent_dim]`` -> untrimmed overlap-add output (official ``decoder``)."""
+        h = self.conv1x1_2(quantised.transpose(1, 2).unsqueeze(-1))  # [B, 320, T, 1]
         b, t = h.shape[0], h.shape[2]
         for tcm in self.tcm_list1:
             h = tcm(h)
@@ -236,6 +243,25 @@ class TFCodec(nn.Module):
     def reconstruct(self, wave: torch.Tensor) -> torch.Tensor:
         """Official ``forward(wave)[bitrate]["x_hat"]``: encode, decode, cut to ``T`` samples."""
         return self.decode_official(self.encode_official(wave))[:, : wave.shape[-1]]
+
+    # -- training (training/stage_codec.py) ----------------------------------------------------------------------
+    def forward_train(self, wave: torch.Tensor, tau: float, generator: torch.Generator | None = None,
+                      noise: bool = True) -> dict[str, object]:
+        """Official ``forward(wave)`` with the quantisers' Gumbel-softmax of training (tfcodec.py L124-137,
+        modules.py L426-494 and L555-607): pad, encode, relaxed group VQ at temperature ``tau``, decode, cut
+        to ``T`` samples. Returns ``x_hat [B, T]``, ``codes [B, F, K]`` (the hard choices), ``logits``
+        (one ``[B F, M]`` per codebook, for the rate term), ``latent`` and ``quantised`` ``[B, 4F, C]``.
+        Use in train mode for training (BatchNorm on batch statistics, as officially); the inference
+        entry points above are unchanged."""
+        wave_in = self._pad(wave)
+        latent = self.latent(wave_in)
+        groups = self._groups(latent)
+        parts = [vq.relaxed(groups[:, :, i], tau, generator, noise) for i, vq in enumerate(self.vq_layer_list)]
+        quantised = self._ungroup(torch.stack([q for q, _, _ in parts], dim=2))
+        out = self._decode_latent(quantised)
+        x_hat = out[:, N_FFT // 2 : out.shape[-1] - N_FFT // 2][:, : wave.shape[-1]]
+        return {"x_hat": x_hat, "codes": torch.stack([i for _, i, _ in parts], dim=-1),
+                "logits": [lg for _, _, lg in parts], "latent": latent, "quantised": quantised}  # fmt: skip
 
     # -- the TokenCodec contract (50 tokens/s) ---------------------------------------------------------------
     def encode(self, wave: torch.Tensor) -> torch.Tensor:

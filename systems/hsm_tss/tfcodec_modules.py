@@ -3,8 +3,9 @@ TASLP 2023; microsoft/TF-Codec at 1a4d327, MIT), re-implemented for :mod:`system
 
 Each class states the official class it stands for (``models/modules.py``). Attribute names are the official
 ones, because the official generator's state dict is loaded into these modules as it is; the class names and
-the code are ours. Only inference is covered: the Gumbel-softmax sampling, perplexity/entropy bookkeeping and
-the learnable compression exponent (off in the 6 kbps config) are not.
+the code are ours. Only inference is covered: the perplexity/entropy bookkeeping and the learnable compression
+exponent (off in the 6 kbps config) are not. The Gumbel-softmax of training is
+:meth:`CodebookQuantizer.relaxed` (used by ``TFCodec.forward_train`` and ``training/stage_codec.py``).
 
 * :func:`compressed_stft`: ``Time2Freq2`` (L10-59): centred STFT (Hann, zero-padded at both ends), magnitude
   raised to ``power`` with the phase kept: ``|X|^p * X / max(|X|, 1e-7)``, as 2 channels (re, im), ``[B, 2, T, F]``.
@@ -174,12 +175,37 @@ class CodebookQuantizer(nn.Module):
         self.embedding = nn.Parameter(torch.empty(1, size, dim))
         nn.init.uniform_(self.embedding, -1.0, 1.0)
 
-    def indices(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., D]`` -> ``[...]`` LongTensor: the first maximum of ``-5 * squared distance``."""
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` -> ``[N, M]``: the official ``distances_map``, ``-5 * squared distance`` to every code."""
         codes = self.embedding[0]
         flat = x.reshape(-1, x.shape[-1])
         sq = torch.addmm((codes**2).sum(1) + (flat**2).sum(1, keepdim=True), flat, codes.t(), beta=1.0, alpha=-2.0)
-        return (DISTANCE_SCALE * sq).argmax(-1).reshape(x.shape[:-1])
+        return DISTANCE_SCALE * sq
+
+    def indices(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` -> ``[...]`` LongTensor: the first maximum of ``-5 * squared distance``."""
+        return self.logits(x).argmax(-1).reshape(x.shape[:-1])
+
+    def relaxed(self, x: torch.Tensor, tau: float, generator: torch.Generator | None = None, noise: bool = True):
+        """Training path, official ``GumbelVectorQuantizer.forward`` in train mode (modules.py L426-494):
+        ``F.gumbel_softmax(logits, tau, hard=True)`` times the codebook. Returns ``(quantised [..., D],
+        indices [...], logits [N, M])``. The forward value is the chosen code's row; the gradient is the
+        straight-through one of the softmax of ``(logits + g) / tau``, reaching both ``x`` and ``embedding``.
+
+        ``g`` is Gumbel(0, 1) noise drawn from ``generator`` (so a resumed run draws the same noise; the
+        official code uses the global RNG); ``noise=False`` drops it (a deterministic relaxation whose hard
+        choice is the nearest code, as :meth:`indices`)."""
+        logits = self.logits(x)
+        scores = logits.float()
+        if noise:
+            e = torch.empty_like(scores).exponential_(generator=generator)
+            scores = scores - e.log()  # -log(Exp(1)) is Gumbel(0, 1), as torch's gumbel_softmax draws it
+        soft = torch.softmax(scores / tau, dim=-1)
+        idx = soft.argmax(-1)
+        hard = torch.zeros_like(soft).scatter_(-1, idx[:, None], 1.0)
+        weights = (hard - soft.detach() + soft).to(self.embedding.dtype)
+        quantised = weights @ self.embedding[0]
+        return quantised.reshape(*x.shape[:-1], -1), idx.reshape(x.shape[:-1]), logits
 
     def vectors(self, idx: torch.Tensor) -> torch.Tensor:
         """``[...]`` indices -> ``[..., D]`` codebook rows."""
