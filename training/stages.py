@@ -23,7 +23,8 @@ The input of the separators is the mixture's S_mix = AudioMAE(mixture) (and G_mi
 Q-Audio(S_mix)); tasks and captions are encoded as :meth:`HsmTssModel.separate_features`
 does. ``task_in`` is the identity in the paper's sizes (T5 and Q-Audio are both 768 wide);
 where it is a linear map it is trained with the global stage (an assumption). The stages
-``codec`` and ``mae`` are not implemented here (:data:`NOT_HERE`).
+``codec`` (TF-Codec fine-tuning, :mod:`training.stage_codec`) and ``mae`` (AudioMAE's masked
+pre-training, :mod:`training.stage_mae`) have modules of their own: :func:`stage_module` picks.
 
 Randomness inside a step (the P_gt switch, the ITM hard negatives that ``QAudio.losses``
 draws) comes from a generator seeded by ``(seed, global step, rank)``, so a resumed run
@@ -45,14 +46,8 @@ from torch import nn
 
 from hsm_bench.errors import ConfigError
 
-STAGES = ("qaudio", "global", "local", "joint", "decoder")
-NOT_HERE = {
-    "codec": "stage=codec (TF-Codec's VQ, multi-scale mel and adversarial training) is not implemented in hsm-bench: "
-             "train the codec with the official TF-Codec train.py, then start the checkpoint from it with "
-             "`hsm-bench convert-weights --tfcodec FILE.ckpt`",
-    "mae": "stage=mae (AudioMAE's masked pre-training) is not implemented in hsm-bench: pre-train with the official "
-           "AudioMAE code (or use its released checkpoint), then `hsm-bench convert-weights --audiomae FILE.pth`",
-}  # fmt: skip
+SEPARATION_STAGES = ("qaudio", "global", "local", "joint", "decoder")
+STAGES = ("codec", "mae", *SEPARATION_STAGES)  # the paper's order: codec and MAE first, then the separation stages
 MAX_SECONDS = 10.24  # AudioMAE's window: longer training clips are cut to it
 
 DEFAULT_LOSS = {"itc": 1.0, "itm": 1.0, "lm": 1.0, "lambda_sim": 1.0, "lambda_l1": 1.0, "p_gt": 0.1,
@@ -62,10 +57,8 @@ DEFAULT_OPTIM = {"lr": 1e-4, "weight_decay": 0.05, "betas": (0.9, 0.999), "eps":
 
 
 def check_stage(stage: str, variant: str = "hierarchical") -> None:
-    if stage in NOT_HERE:
-        raise ConfigError(NOT_HERE[stage])
     if stage not in STAGES:
-        raise ConfigError(f"stage={stage!r}: one of {', '.join(STAGES)} (codec and mae: see the docs)")
+        raise ConfigError(f"stage={stage!r}: one of {', '.join(STAGES)}")
     if variant == "single" and stage in ("qaudio", "global", "joint"):
         raise ConfigError(f"stage={stage} does not exist for the single-stage variant (no Q-Audio, no global stage): "
                           "train stage=local, then stage=decoder")  # fmt: skip
@@ -83,7 +76,30 @@ def trainable_modules(model, stage: str) -> dict[str, nn.Module]:
         return {"local_sep": model.local_sep, **(task_in if model.variant == "single" else {})}
     if stage == "joint":
         return {"global_sep": model.global_sep, "local_sep": model.local_sep, **task_in}
+    if stage == "codec":
+        return {"codec": model.codec}
+    if stage == "mae":
+        return {"audiomae": model.audiomae}
     return {"acoustic": model.acoustic}
+
+
+def stage_module(model, text, stage: str, cfg: dict, seed: int = 0) -> L.LightningModule:
+    """The Lightning module training ``stage`` of ``model`` with the composed settings ``cfg``
+    (``optim``, ``loss``, and ``seconds`` for codec, ``mae`` for mae)."""
+    check_stage(stage, model.variant)
+    if stage == "codec":
+        from training.stage_codec import CodecStage
+
+        try:
+            return CodecStage(model, optim=cfg["optim"], loss=cfg["loss"], seconds=float(cfg.get("seconds", 3.0)),
+                              seed=seed, discriminator=cfg.get("discriminator"))  # fmt: skip
+        except (TypeError, ValueError) as exc:  # settings of the discriminator or the crops
+            raise ConfigError(f"stage=codec: {exc}") from None
+    if stage == "mae":
+        from training.stage_mae import MaeStage
+
+        return MaeStage(model, optim=cfg["optim"], seed=seed, **(cfg.get("mae") or {}))
+    return HsmTssStage(model, text, stage, optim=cfg["optim"], loss=cfg["loss"], seed=seed)
 
 
 def lr_lambda(step: int, warmup: int, total: int | None, schedule: str, min_ratio: float) -> float:

@@ -35,11 +35,11 @@ REQUIRED = ("init", "text", "out")
 TRAIN_HELP = """\
 usage: hsm-bench train {hsm_tss,hsm_tss_single} stage=NAME init=CKPT text=T5 out=DIR [KEY=VALUE ...]
 
-Train one stage of HSM-TSS (Lightning): stage=qaudio, global, local, joint or decoder, in
-that order, each starting from the previous one's OUT/model (the first from
+Train one stage of HSM-TSS (Lightning): stage=codec, mae, qaudio, global, local, joint or
+decoder, in that order, each starting from the previous one's OUT/model (the first from
 `hsm-bench convert-weights`). Rerunning the same command resumes from OUT/checkpoints/last.ckpt.
 
-  stage=NAME          qaudio | global | local | joint | decoder (codec, mae: official code, see docs)
+  stage=NAME          codec | mae | qaudio | global | local | joint | decoder
   init=FOLDER         checkpoint folder to start from
   text=FOLDER         the FLAN-T5 folder (transformers layout)
   out=DIR             run folder: checkpoints/, logs/, model/ (the trained checkpoint)
@@ -168,7 +168,9 @@ def build_trainer(cfg, out: Path):
     if strategy == "auto" and n_local * int(t.num_nodes) > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy = DDPStrategy(find_unused_parameters=False)  # every trained parameter gets a gradient each step
+        # every trained parameter gets a gradient each step, except in the codec stage, whose
+        # discriminator update leaves the codec's parameters without one
+        strategy = DDPStrategy(find_unused_parameters=str(cfg.stage) == "codec")
     loggers = [CSVLogger(str(out), name="logs")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         loggers.append(TensorBoardLogger(str(out), name="logs"))
@@ -215,7 +217,7 @@ def train(cfg, variant: str | None = None) -> Path:
     from hsm_bench.hashing import sha256_file
     from systems.hsm_tss.checkpoint import save_checkpoint, weights_path
     from training.data import data_module
-    from training.stages import HsmTssStage
+    from training.stages import stage_module
 
     # frozen modules are in eval mode on purpose; the checkpoint is ours, written by this code
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -224,7 +226,7 @@ def train(cfg, variant: str | None = None) -> Path:
     L.seed_everything(seed, workers=True, verbose=False)
     model, text, init_config = load_parts(cfg, variant)
     container = OmegaConf.to_container(cfg, resolve=True)
-    module = HsmTssStage(model, text, str(cfg.stage), optim=container["optim"], loss=container["loss"], seed=seed)
+    module = stage_module(model, text, str(cfg.stage), container, seed=seed)
     data, data_info = data_module(str(cfg.data.kind), container["data"]["params"], seed, int(cfg.data.batch_size),
                                   int(cfg.data.num_workers))  # fmt: skip
     trainer = build_trainer(cfg, out)
@@ -239,6 +241,8 @@ def train(cfg, variant: str | None = None) -> Path:
         raise ConfigError(f"{out} holds a run (checkpoints/last.ckpt) and resume=false: choose a new out=")
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     folder = out / "model"
+    if hasattr(module, "export"):  # codec, mae: the trained network back into the model, frozen again
+        module.export(model)
     if trainer.is_global_zero:
         init = Path(str(cfg.init)).expanduser()
         info = {
@@ -250,6 +254,7 @@ def train(cfg, variant: str | None = None) -> Path:
             "stages": [*(init_config.get("info") or {}).get("stages", []),
                        {"stage": str(cfg.stage), "steps": int(trainer.global_step), "seed": seed, "data": data_info}],
             "lightning_checkpoint": str(last), "text": str(cfg.text), "torch": torch.__version__,
+            **({"mae": module.describe()} if hasattr(module, "describe") else {}),
         }  # fmt: skip
         save_checkpoint(module.model, folder, info=info, overwrite=True)
     return folder
@@ -274,7 +279,7 @@ def parse(argv: list[str]) -> tuple[str, str, list[str], bool]:
         raise ConfigError(f"cannot train {system!r}: hsm-bench trains {', '.join(SYSTEMS)}.{did_you_mean(system, list(SYSTEMS))}")
     stages = [a.partition("=")[2] for a in rest if a.partition("=")[0] == "stage"]
     if len(stages) != 1:
-        raise ConfigError("give stage=NAME once: qaudio, global, local, joint or decoder (see --help)")
+        raise ConfigError("give stage=NAME once: codec, mae, qaudio, global, local, joint or decoder (see --help)")
     overrides = [a for a in rest if a.partition("=")[0] != "stage"]
     bad = [a for a in overrides if "=" not in a]
     if bad:
