@@ -617,3 +617,53 @@ def test_clap_without_captions_is_announced_once_not_failed(tiny_clap, dirs, tmp
     status, _, err = cli(capsys, "score", pred, ref, "--captions", tmp_path / "partial.csv", "--metrics", "clap",
                          *tiny_clap, "--no-progress")  # fmt: skip
     assert status == 2 and "11 output(s) have no caption in --captions" in one_error_line(err, "score")
+
+
+class WithArtifacts(System):
+    """Returns the mixture and a per-item artifact; NaN output for the items in ``NAN``, a raised error in
+    a batch holding an item of ``RAISE`` (the harness then reruns the batch item by item)."""
+
+    name = "with_artifacts"
+    NAN: set[str] = set()
+    RAISE: set[str] = set()
+
+    def __init__(self):
+        super().__init__()
+        self.kept: dict[str, list] = {}
+
+    def separate(self, batch: SeparationBatch) -> torch.Tensor:
+        for k, item in enumerate(batch.item_ids):
+            self.kept.setdefault(item, []).append(float(batch.mixture[k].abs().max()))
+        if WithArtifacts.RAISE & set(batch.item_ids) and len(batch) > 1:
+            raise RuntimeError("batch failed")
+        out = batch.mixture.clone()
+        for k, item in enumerate(batch.item_ids):
+            if item in WithArtifacts.NAN:
+                out[k] = float("nan")
+        return out
+
+    def take_artifacts(self, item_id: str):
+        kept = self.kept.pop(item_id, None)
+        return {f"peaks/{item_id}.npy": np.array(kept)} if kept else {}
+
+
+def test_artifacts_are_written_once_per_ok_item_and_dropped_for_failures(tiny_testset, tmp_path, capsys):
+    """System.take_artifacts: written under features/ beside the outputs for items that succeed, not for
+    items that fail, and a batch rerun item by item does not leave the failed batch's copies behind."""
+    SYSTEMS.register("with_artifacts", WithArtifacts, origin="tests")
+    try:
+        ids = sorted(json.loads(x)["id"] for x in (tiny_testset / "manifest.jsonl").read_text().splitlines())
+        WithArtifacts.NAN, WithArtifacts.RAISE = {ids[0]}, {ids[3]}
+        runs = tmp_path / "runs"
+        status = main(["run", "--system", "with_artifacts", "--metrics", "sdr", f"testset.root={tiny_testset}",
+                       f"paths.runs_dir={runs}", "runtime.progress=false", "runtime.batch_size=4"])  # fmt: skip
+        assert status == 1  # one item failed (NaN output)
+        feats = next(runs.glob("**/run.json")).parent / "features" / "peaks"
+        written = sorted(p.stem for p in feats.glob("*.npy"))
+        assert written == ids[1:]
+        for item in written:  # one separation each: the failed batch's attempt was discarded
+            assert np.load(feats / f"{item}.npy").shape == (1,)
+        assert not list(feats.glob(".*"))  # no temporary files left
+    finally:
+        SYSTEMS.unregister("with_artifacts")
+        WithArtifacts.NAN, WithArtifacts.RAISE = set(), set()

@@ -237,9 +237,9 @@ def run_separation(
                         record(r, "error", time.perf_counter() - ti, f"system failed: {_describe(exc)}")
             for group, outs, secs in groups:
                 for (row, _, n_test), out in zip(group, outs):
+                    artifacts = system.take_artifacts(row.id)  # taken whatever happens next: a retry starts afresh
                     try:
                         mono = _finish(out, n_test, system, ts.sample_rate)
-                        artifacts = system.take_artifacts(row.id)
                         write_audio(run.output_path(row.id), mono, ts.sample_rate)
                         write_artifacts(run.path / FEATURES, artifacts)
                         record(row, "ok", secs, n=len(mono))
