@@ -150,7 +150,8 @@ def test_save_refuses_to_overwrite_and_leaves_nothing_half_made(files, tmp_path)
 
 
 def test_missing_checkpoint_says_none_is_public(capsys, tmp_path):
-    status = main(["run", "--system", "hsm_tss", "--testset", "demo", f"paths.runs_dir={tmp_path}", "runtime.progress=false"])
+    status = main(["run", "--system", "hsm_tss", "--testset", "demo", f"paths.runs_dir={tmp_path}", "runtime.progress=false",
+                   "system.params.checkpoint=weights"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
     assert "no public HSM-TSS checkpoint exists" in err[0]
@@ -438,3 +439,35 @@ def test_run_signature_knows_the_checkpoint_before_loading(files, tmp_path):
         assert info["text_encoder_sha256"] == weights.path_sha256(files["t5"])
         digests.append(info["checkpoint_sha256"])
     assert digests[0] != digests[1]
+
+
+def test_a_bundled_demo_checkpoint_is_used_only_when_no_weights_are_given(files, tmp_path, monkeypatch, capsys):
+    """checkpoint=auto: the demo checkpoint shipped with the package (here a tiny one holding its own text
+    encoder in text/) when hsm-tss is not given, announced on stderr and in run.json; the user's
+    weights when given; checkpoint=weights never uses the bundle."""
+    import shutil
+
+    from hsm_bench import weights
+    from systems.hsm_tss import system as mod
+
+    bundle = tmp_path / "demo_checkpoint"
+    shutil.copytree(files["hsm-tss"], bundle)
+    shutil.copytree(files["t5"], bundle / "text")
+    monkeypatch.setattr(mod, "BUNDLED", bundle)
+    s = mod.HsmTss()
+    assert s.required_weights() == []  # neither hsm-tss nor flan-t5-base: the bundle has both
+    assert s.info()["checkpoint"] == "bundled demo checkpoint"
+    assert s.info()["checkpoint_sha256"] == read_config(bundle)["weights_sha256"]
+    s.load("cpu")
+    assert "using the bundled demo checkpoint" in capsys.readouterr().err
+    with weights.overrides({"hsm-tss": files["hsm-tss"]}):
+        assert mod.HsmTss().required_weights() == ["hsm-tss", "flan-t5-base"]
+        assert mod.HsmTss().info()["checkpoint"] == str(files["hsm-tss"])
+    assert mod.HsmTss(checkpoint="weights").required_weights() == ["hsm-tss", "flan-t5-base"]
+    with pytest.raises(weights.WeightsError, match="no bundled demo checkpoint of hsm_tss_single"):
+        mod.HsmTssSingle(checkpoint="demo").required_weights()
+    runs = tmp_path / "runs"
+    assert main(["run", "--system", "hsm_tss", "--testset", "demo", "testset.params.n_items=2", "--metrics", "sdr",
+                 f"paths.runs_dir={runs}", "runtime.progress=false"]) == 0, capsys.readouterr().err  # fmt: skip
+    info = json.loads(next(runs.glob("**/run.json")).read_text())["system"]
+    assert info["checkpoint"] == "bundled demo checkpoint" and info["text_encoder"] == str(bundle / "text")

@@ -28,7 +28,12 @@ over the 8 frequency patches of a time step: ``[conditioning tokens, 64 time ste
 audio, which only these features use: the separated output does not depend on it.
 
 Weights: ``hsm-tss`` / ``hsm-tss-single`` (a checkpoint folder, systems/hsm_tss/checkpoint.py;
-none is public) and ``flan-t5-base``; an EnCodec or DAC token space names its folder too.
+none is public) and ``flan-t5-base`` (unless the checkpoint folder holds its own text encoder in
+``text/``); an EnCodec or DAC token space names its folder too. ``checkpoint``: "weights" uses
+``hsm-tss`` only; "demo" the demo checkpoint shipped with the package (when this install has
+one: ``systems/hsm_tss/demo_checkpoint``, made by ``hsm-bench train hsm_tss preset=demo``);
+"auto" (default) the demo one only when no ``hsm-tss`` weights are given or downloaded, saying
+so on stderr and in run.json (``checkpoint``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ from hsm_bench.weights import WeightsError
 
 TEXT_MODEL = "flan-t5-base"
 PARSERS = ("rule", "llm", "none")
+CHECKPOINTS = ("auto", "weights", "demo")
+# the demo checkpoint shipped with the package (`hsm-bench train hsm_tss preset=demo`), when there is one
+BUNDLED = Path(__file__).with_name("demo_checkpoint")
+OWN_TEXT = "text"  # a checkpoint folder holding its own text encoder (the demo's small T5) in this subfolder
 WINDOW_S = 10.24  # AudioMAE's 1024 frames of 10 ms
 
 
@@ -59,9 +68,11 @@ class HsmTss(System):
     weights: ClassVar[tuple[str, ...]] = ("hsm-tss", TEXT_MODEL)
 
     def __init__(self, parser: str = "rule", parser_model: str | None = None, top_k: int = 1, temperature: float = 1.0,
-                 seed: int = 0, save_features: bool = False):  # fmt: skip
+                 seed: int = 0, save_features: bool = False, checkpoint: str = "auto"):  # fmt: skip
         super().__init__(parser=parser, parser_model=parser_model, top_k=top_k, temperature=temperature, seed=seed,
-                         save_features=save_features)  # fmt: skip
+                         save_features=save_features, checkpoint=checkpoint)  # fmt: skip
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint {checkpoint!r}: one of {', '.join(CHECKPOINTS)}")
         if parser not in PARSERS:
             raise ValueError(f"parser {parser!r}: one of {', '.join(PARSERS)}")
         if parser == "llm" and not parser_model:
@@ -78,19 +89,43 @@ class HsmTss(System):
         self._artifacts: dict[str, dict[str, list]] = {}
 
     # -- loading ------------------------------------------------------------------------------
+    def _bundled(self) -> Path | None:
+        """The shipped demo checkpoint when this instance uses it: ``checkpoint=demo``, or ``auto``
+        with no ``hsm-tss`` weights given or downloaded."""
+        mode = self.params["checkpoint"]
+        if mode == "weights":
+            return None
+        have = self.variant == "hierarchical" and (BUNDLED / "config.json").is_file()  # only hsm_tss has one
+        if mode == "demo":
+            if not have:
+                raise WeightsError(f"checkpoint=demo: this install has no bundled demo checkpoint of {self.name} (train "
+                                   f"one with `hsm-bench train {self.name} preset=demo out=DIR` and pass --weights "
+                                   f"{self.checkpoint_name}=DIR/model)")  # fmt: skip
+            return BUNDLED
+        return BUNDLED if have and weights.missing([self.checkpoint_name]) else None
+
+    def _checkpoint_folder(self) -> Path | None:
+        bundled = self._bundled()
+        if bundled is not None:
+            return bundled
+        return None if weights.missing([self.checkpoint_name]) else weights.resolve(self.checkpoint_name, verify=False)
+
     def required_weights(self) -> list[str]:
-        names = list(self.weights)
-        codec_weights = self._codec_weights()
+        folder = self._checkpoint_folder()
+        names = [] if folder is not None and folder == self._bundled() else [self.checkpoint_name]
+        if folder is None or not (folder / OWN_TEXT / "config.json").is_file():
+            names.append(TEXT_MODEL)
+        codec_weights = self._codec_weights(folder)
         return names + ([codec_weights] if codec_weights else [])
 
-    def _codec_weights(self) -> str | None:
+    def _codec_weights(self, folder: Path | None) -> str | None:
         """The weights name of an EnCodec/DAC token space, read from the checkpoint's config."""
         from systems.hsm_tss.checkpoint import read_config
 
-        if weights.missing([self.checkpoint_name]):
+        if folder is None:
             return None
         try:
-            codec = read_config(weights.resolve(self.checkpoint_name, verify=False))["architecture"].get("codec", {})
+            codec = read_config(folder)["architecture"].get("codec", {})
         except WeightsError:
             return None
         name = codec.get("weights") if isinstance(codec, dict) else None
@@ -98,12 +133,21 @@ class HsmTss(System):
         return name if name in weights.WEIGHTS else None  # a folder path is checked when the codec loads
 
     def load(self, device: str | torch.device = "cpu") -> None:
+        import sys
+
         from systems.hsm_tss.checkpoint import load_checkpoint
         from systems.hsm_tss.text import TextEncoder
 
-        folder = weights.resolve(self.checkpoint_name)
+        bundled = self._bundled()
+        folder = bundled if bundled is not None else weights.resolve(self.checkpoint_name)
+        if bundled is not None and self.params["checkpoint"] == "auto":
+            print(f"{self.name}: no {self.checkpoint_name} weights given: using the bundled demo checkpoint (small, "
+                  f"trained on the demo sources only; not the paper's model). Pass --weights {self.checkpoint_name}=PATH "
+                  "for yours, or system.params.checkpoint=weights to require it", file=sys.stderr)  # fmt: skip
         model, config = load_checkpoint(folder, variant=self.variant)
-        text = TextEncoder.from_folder(weights.resolve(TEXT_MODEL))
+        own = folder / OWN_TEXT
+        text_folder = own if (own / "config.json").is_file() else weights.resolve(TEXT_MODEL)
+        text = TextEncoder.from_folder(text_folder)
         want = config["architecture"]["text"]
         if text.d_model != int(want["d_model"]) or text.vocab_size != int(want["vocab_size"]):
             raise WeightsError(f"{TEXT_MODEL} at {text.source} has d_model {text.d_model} and vocabulary "
@@ -227,6 +271,11 @@ class HsmTss(System):
         if name in self._loaded:
             return self._loaded[name]
         try:
+            folder = self._checkpoint_folder()
+            if name == self.checkpoint_name:
+                return folder
+            if folder is not None and (folder / OWN_TEXT / "config.json").is_file():
+                return folder / OWN_TEXT
             return weights.resolve(name, verify=False)
         except WeightsError:
             return None
@@ -249,6 +298,8 @@ class HsmTss(System):
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["variant"] = self.variant
+        ckpt = self._path(self.checkpoint_name) if (self.model is None or self._loaded) else None
+        info["checkpoint"] = None if ckpt is None else ("bundled demo checkpoint" if ckpt == BUNDLED else str(ckpt))
         info["architecture"] = self.config.get("architecture")
         info["checkpoint_info"] = self.config.get("info")
         text = None if self.model is not None and not self._loaded else self._path(TEXT_MODEL)
