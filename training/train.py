@@ -34,6 +34,8 @@ REQUIRED = ("init", "text", "out")
 
 TRAIN_HELP = """\
 usage: hsm-bench train {hsm_tss,hsm_tss_single} stage=NAME init=CKPT text=T5 out=DIR [KEY=VALUE ...]
+       hsm-bench train {hsm_tss,hsm_tss_single} preset=demo out=DIR [budget_minutes=35 steps_scale=1 seed=0 threads=2]
+       (every stage in order on CPU from the demo sources: training/preset.py, `... preset=demo --help`)
 
 Train one stage of HSM-TSS (Lightning): stage=codec, mae, qaudio, global, local, joint or
 decoder, in that order, each starting from the previous one's OUT/model (the first from
@@ -279,7 +281,8 @@ def parse(argv: list[str]) -> tuple[str, str, list[str], bool]:
         raise ConfigError(f"cannot train {system!r}: hsm-bench trains {', '.join(SYSTEMS)}.{did_you_mean(system, list(SYSTEMS))}")
     stages = [a.partition("=")[2] for a in rest if a.partition("=")[0] == "stage"]
     if len(stages) != 1:
-        raise ConfigError("give stage=NAME once: codec, mae, qaudio, global, local, joint or decoder (see --help)")
+        raise ConfigError("give stage=NAME once: codec, mae, qaudio, global, local, joint or decoder, or preset=demo "
+                          "for all of them (see --help)")  # fmt: skip
     overrides = [a for a in rest if a.partition("=")[0] != "stage"]
     bad = [a for a in overrides if "=" not in a]
     if bad:
@@ -293,6 +296,10 @@ def main(argv: list[str]) -> int:
 
     from hsm_bench.errors import EXIT_OK
 
+    if any(a.partition("=")[0] == "preset" for a in argv):  # every stage in order: training/preset.py
+        from training.preset import main as preset_main
+
+        return preset_main(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(TRAIN_HELP)
         return EXIT_OK

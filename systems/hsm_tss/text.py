@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -90,22 +91,26 @@ class TextEncoder:
 
 
 def local_t5_folder(folder: str | Path, d_model: int = 32, layers: int = 2, heads: int = 4, d_ff: int = 64,
-                    seed: int = 0) -> Path:  # fmt: skip
+                    seed: int = 0, words: Iterable[str] | None = None) -> Path:  # fmt: skip
     """A T5 encoder folder made here, for tests and timing without the Hub: random weights
     (``d_model`` etc.; FLAN-T5-base is 768/12/12/2048) and a word-level tokenizer over a
     small English vocabulary plus letters (other words become ``<unk>``), with T5's
-    special tokens ``<pad>`` (0), ``</s>`` (1), ``<unk>`` (2). Not FLAN-T5: random outputs."""
+    special tokens ``<pad>`` (0), ``</s>`` (1), ``<unk>`` (2). Not FLAN-T5: random outputs.
+
+    ``words``: more vocabulary, appended after the built-in words in the order given (the
+    built-in ids do not change); each is one token as the tokenizer splits text (on spaces and
+    punctuation, case kept), e.g. the demo preset's words (training/preset.py)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
     folder = Path(folder)
-    words = ("a an the of and in on with while then sound sounds noise dog dogs bark barks barking man woman child speaks "
-             "speaking music plays playing water rain wind car engine bird birds chirp chirping bell bells piano guitar "
-             "violin drum drums people talk talking crowd cheering siren train door footsteps clock ticking extraction "
-             "removal background loud quiet distant").split()  # fmt: skip
+    builtin = ("a an the of and in on with while then sound sounds noise dog dogs bark barks barking man woman child speaks "
+               "speaking music plays playing water rain wind car engine bird birds chirp chirping bell bells piano guitar "
+               "violin drum drums people talk talking crowd cheering siren train door footsteps clock ticking extraction "
+               "removal background loud quiet distant").split()  # fmt: skip
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for w in [*words, *"abcdefghijklmnopqrstuvwxyz0123456789", ".", ",", "'", "-", "!", "?"]:
-        vocab.setdefault(w, len(vocab))
+    for w in [*builtin, *"abcdefghijklmnopqrstuvwxyz0123456789", ".", ",", "'", "-", "!", "?", *(words or ())]:
+        vocab.setdefault(str(w), len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
