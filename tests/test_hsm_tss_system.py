@@ -471,3 +471,23 @@ def test_a_bundled_demo_checkpoint_is_used_only_when_no_weights_are_given(files,
                  f"paths.runs_dir={runs}", "runtime.progress=false"]) == 0, capsys.readouterr().err  # fmt: skip
     info = json.loads(next(runs.glob("**/run.json")).read_text())["system"]
     assert info["checkpoint"] == "bundled demo checkpoint" and info["text_encoder"] == str(bundle / "text")
+
+
+@pytest.mark.slow
+def test_the_shipped_demo_checkpoint_runs_the_headline_command(tmp_path, capsys):
+    """`hsm-bench run --system hsm_tss --testset demo` with nothing downloaded: the bundled checkpoint
+    (systems/hsm_tss/demo_checkpoint) loads strictly, with its own text encoder, and separates."""
+    from systems.hsm_tss.system import BUNDLED
+
+    assert (BUNDLED / "config.json").is_file() and (BUNDLED / "text" / "config.json").is_file()
+    config = read_config(BUNDLED)
+    assert config["architecture"]["variant"] == "hierarchical" and config.get("dtype") == "float16"
+    assert (BUNDLED / "model.safetensors").stat().st_size <= 15 * 2**20
+    runs = tmp_path / "runs"
+    status = main(["run", "--system", "hsm_tss", "--testset", "demo", "testset.params.n_items=2", "--metrics", "signal",
+                   f"paths.runs_dir={runs}", "runtime.progress=false"])  # fmt: skip
+    io = capsys.readouterr()
+    assert status == 0, io.err
+    assert "using the bundled demo checkpoint" in io.err and "lsd_aligned" in io.out
+    info = json.loads(next(runs.glob("**/run.json")).read_text())["system"]
+    assert info["checkpoint"] == "bundled demo checkpoint" and info["checkpoint_sha256"] == config["weights_sha256"]
