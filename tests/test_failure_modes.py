@@ -235,7 +235,10 @@ def test_ctrl_c_on_a_real_process(plugin_site, tiny_testset, tmp_path):
     cmd = [sys.executable, "-m", "hsm_bench.cli", "run", "--system", "slow_copy", "--metrics", "sdr",
            f"testset.root={tiny_testset}", f"paths.runs_dir={runs}", "runtime.progress=false",
            "runtime.batch_size=1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a shell running the tests in the background (`cmd &`) hands its children SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: restore the default in the child, as a terminal has it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         rows = list(runs.rglob("separate.jsonl"))
