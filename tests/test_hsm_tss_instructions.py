@@ -202,13 +202,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models are tiny: OpenMP threads only add overhead, and on a busy machine a lot of it
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

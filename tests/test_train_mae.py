@@ -12,19 +12,13 @@ import torch
 
 pytest.importorskip("lightning")
 # the frozen parts of HsmTssModel are in eval mode on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode.*")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode.*"), pytest.mark.usefixtures("one_thread")]
 
 from tests.hsm_tss_tiny import tiny_arch, tiny_t5
 
 SMALL_DECODER = {"dim": 32, "depth": 1, "num_heads": 4, "mlp_ratio": 2.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,7 @@ MICRO = {
 SCALE = 1e-4  # every stage: max(1, round(steps * 1e-4)) = 1 step
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(out: Path, logs: list | None = None) -> Path:

@@ -30,12 +30,7 @@ def ckpts(tmp_path_factory):
     return tiny_checkpoints(tmp_path_factory.mktemp("hsm-tss-train"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _overrides(ckpts, out, steps, variant="hsm-tss", **extra):

@@ -73,6 +73,7 @@ import torch.nn.functional as F
 
 from hsm_bench.errors import ConfigError
 from training.discriminators import MultiScaleMelDiscriminator, mel_filterbank
+from training.stages import step_seed
 
 EPS = 1e-7  # the official losses' eps
 ENTROPY_SCALE = 0.01  # get_extra_losses_type2
@@ -212,8 +213,7 @@ class CodecStage(L.LightningModule):
         return self
 
     def step_seed(self, step: int | None = None) -> int:
-        step = int(self.global_step) if step is None else int(step)
-        return (self.seed * 1_000_003 + step * 7919 + int(self.global_rank)) % (2**63 - 1)
+        return step_seed(self.seed, self.global_step if step is None else step, self.global_rank)
 
     # -- one batch --------------------------------------------------------------------------------
     def crops(self, wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -61,7 +61,7 @@ from torch import nn
 
 from hsm_bench.errors import ConfigError
 from systems.hsm_tss.audiomae import AudioMAEEncoder, Block, audiomae_pos_embed
-from training.stages import DEFAULT_OPTIM, MAX_SECONDS, lr_lambda
+from training.stages import DEFAULT_OPTIM, MAX_SECONDS, adamw_schedule, step_seed
 
 DECODER_DEFAULT = {"dim": 384, "depth": 4, "num_heads": 8, "mlp_ratio": 4.0}  # paper IV-A2
 MAE_OPTIM = {**DEFAULT_OPTIM, "lr": 4e-4, "weight_decay": 1e-4, "betas": (0.9, 0.95), "warmup_steps": 11_700,
@@ -231,8 +231,8 @@ class MaeStage(L.LightningModule):
         return [(n, p) for n, p in named if p.requires_grad]
 
     def step_seed(self) -> int:
-        """``HsmTssStage.step_seed``'s formula: the masks of a step depend on (seed, step, rank) only."""
-        return (self.seed * 1_000_003 + int(self.global_step) * 7919 + int(self.global_rank)) % (2**63 - 1)
+        """The masks of a step depend on (seed, step, rank) only."""
+        return step_seed(self.seed, self.global_step, self.global_rank)
 
     # -- the loss -------------------------------------------------------------------------------
     def batch_clips(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,22 +266,8 @@ class MaeStage(L.LightningModule):
         return parts["loss"]
 
     def configure_optimizers(self):
-        o = self.optim
-        named = self.trainable_parameters()
         # timm's add_weight_decay as main_pretrain.py uses it: no decay on 1-D tensors (biases, norms)
-        decay = [p for _, p in named if p.ndim >= 2]
-        rest = [p for _, p in named if p.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(o["weight_decay"])},
-                                 {"params": rest, "weight_decay": 0.0}], lr=float(o["lr"]),
-                                betas=tuple(float(b) for b in o["betas"]), eps=float(o["eps"]))  # fmt: skip
-        total = o["total_steps"]
-        if total is None and self._trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
-            total = self.trainer.max_steps
-        warm, sched, ratio = int(o["warmup_steps"]), str(o["schedule"]), float(o["min_lr_ratio"])
-        if sched not in ("cosine", "constant"):
-            raise ConfigError(f"optim.schedule={sched!r}: cosine or constant")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warm, total, sched, ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return adamw_schedule(self, self.trainable_parameters(), self.optim, lambda n, p: p.ndim >= 2)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the decoder's weights are in checkpoint["state_dict"] ("decoder.*"): it is a submodule

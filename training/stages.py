@@ -102,6 +102,31 @@ def stage_module(model, text, stage: str, cfg: dict, seed: int = 0) -> L.Lightni
     return HsmTssStage(model, text, stage, optim=cfg["optim"], loss=cfg["loss"], seed=seed)
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of the random draws of one training step: (seed, step, rank) only, so a resumed run
+    draws what the uninterrupted one would have (every stage module uses it)."""
+    return (int(seed) * 1_000_003 + int(step) * 7919 + int(rank)) % (2**63 - 1)
+
+
+def adamw_schedule(module, named: list, optim: dict, decayed) -> dict:
+    """AdamW over ``named`` parameters (weight decay only where ``decayed(name, param)``), with
+    :func:`lr_lambda` per step; ``optim.total_steps`` None means the trainer's ``max_steps``.
+    What a stage's ``configure_optimizers`` returns."""
+    decay = [p for n, p in named if decayed(n, p)]
+    rest = [p for n, p in named if not decayed(n, p)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(optim["weight_decay"])},
+                             {"params": rest, "weight_decay": 0.0}], lr=float(optim["lr"]),
+                            betas=tuple(float(b) for b in optim["betas"]), eps=float(optim["eps"]))  # fmt: skip
+    total = optim["total_steps"]
+    if total is None and module._trainer is not None and module.trainer.max_steps and module.trainer.max_steps > 0:
+        total = module.trainer.max_steps
+    warm, sched, ratio = int(optim["warmup_steps"]), str(optim["schedule"]), float(optim["min_lr_ratio"])
+    if sched not in ("cosine", "constant"):
+        raise ConfigError(f"optim.schedule={sched!r}: cosine or constant")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warm, total, sched, ratio))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+
 def lr_lambda(step: int, warmup: int, total: int | None, schedule: str, min_ratio: float) -> float:
     """Linear warm-up over ``warmup`` steps, then constant or cosine down to ``min_ratio`` at ``total``."""
     if warmup > 0 and step < warmup:
@@ -148,7 +173,7 @@ class HsmTssStage(L.LightningModule):
 
     # -- randomness reproducible across resumes -------------------------------------------------
     def step_seed(self) -> int:
-        return (self.seed * 1_000_003 + int(self.global_step) * 7919 + int(self.global_rank)) % (2**63 - 1)
+        return step_seed(self.seed, self.global_step, self.global_rank)
 
     def _fork_devices(self) -> list:
         return [self.device.index or 0] if self.device.type == "cuda" else []
@@ -276,21 +301,9 @@ class HsmTssStage(L.LightningModule):
         return parts["loss"]
 
     def configure_optimizers(self):
-        o = self.optim
-        named = self.trainable_parameters()
-        decay = [p for n, p in named if p.ndim >= 2 and not n.endswith(("pos", "query_tokens"))]
-        rest = [p for n, p in named if not (p.ndim >= 2 and not n.endswith(("pos", "query_tokens")))]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(o["weight_decay"])},
-                                 {"params": rest, "weight_decay": 0.0}], lr=float(o["lr"]),
-                                betas=tuple(float(b) for b in o["betas"]), eps=float(o["eps"]))  # fmt: skip
-        total = o["total_steps"]
-        if total is None and self._trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
-            total = self.trainer.max_steps
-        warm, sched, ratio = int(o["warmup_steps"]), str(o["schedule"]), float(o["min_lr_ratio"])
-        if sched not in ("cosine", "constant"):
-            raise ConfigError(f"optim.schedule={sched!r}: cosine or constant")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warm, total, sched, ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        # no decay on biases, norms, learned positions and the query token
+        return adamw_schedule(self, self.trainable_parameters(), self.optim,
+                              lambda n, p: p.ndim >= 2 and not n.endswith(("pos", "query_tokens")))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hsm_tss"] = {"stage": self.stage, "seed": self.seed, "architecture": self.model.arch,
