@@ -211,6 +211,7 @@ def test_ddp_two_processes_on_cpu(ckpts, tmp_path, stage):
     proc = subprocess.run([sys.executable, "-m", "hsm_bench.cli", "train", "hsm_tss", f"stage={stage}", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "GPU available" in proc.stderr and "Tip:" not in proc.stderr  # Lightning's adverts are dropped
     info = json.loads((out / "model" / "config.json").read_text())["info"]
     assert info["world_size"] == 2 and info["steps"] == 3
     losses = _losses(out)

@@ -156,14 +156,26 @@ class _LastCheckpoint:
         return LastCheckpoint()
 
 
+class _NoAdverts:
+    """Drops Lightning's "Tip: try installing <cloud service>" lines, which are advertisements, not
+    information about the run (GPU/TPU availability and the like still print)."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
 def build_trainer(cfg, out: Path):
     import importlib.util
+    import logging
 
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_NoAdverts())
     t = cfg.trainer
     devices, n_local = _devices(t)
     strategy = t.strategy
