@@ -235,6 +235,8 @@ def train(cfg, variant: str | None = None) -> Path:
 
     # frozen modules are in eval mode on purpose; the checkpoint is ours, written by this code
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    # Lightning 2.6's own use of a torch pytree API torch 2.13 deprecates; nothing the user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
     out = Path(str(cfg.out)).expanduser()
     seed = int(cfg.seed)
     L.seed_everything(seed, workers=True, verbose=False)
