@@ -6,6 +6,11 @@ SDRi, as a Markdown table. The numbers are what `hsm-bench run` wrote in each ru
 items.jsonl, split by the manifest's task.
 
 Usage: python benchmarks/demo_table.py [--systems oracle_mixture,hsm_tss,oracle_irm] [--runs runs]
+           [--weights SYSTEM:NAME=PATH ...]
+
+e.g. the single-stage variant from a checkpoint trained with `hsm-bench train hsm_tss_single preset=demo
+out=DIR`: --systems oracle_mixture,hsm_tss,hsm_tss_single,oracle_irm
+--weights hsm_tss_single:hsm-tss-single=DIR/model-fp16
 """
 
 from __future__ import annotations
@@ -48,13 +53,21 @@ def main() -> None:
     ap.add_argument("--systems", default="oracle_mixture,hsm_tss,oracle_irm")
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--no-run", action="store_true", help="only read existing run folders")
+    ap.add_argument("--weights", action="append", default=[], metavar="SYSTEM:NAME=PATH",
+                    help="pass --weights NAME=PATH to SYSTEM's run (repeatable)")
     args = ap.parse_args()
     runs = Path(args.runs)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    weights: dict[str, list[str]] = defaultdict(list)
+    for spec in args.weights:
+        system, sep, rest = spec.partition(":")
+        if not sep or "=" not in rest:
+            ap.error(f"--weights {spec}: expected SYSTEM:NAME=PATH")
+        weights[system] += ["--weights", rest]
     for system in systems:
         if not args.no_run:
             cmd = ["hsm-bench", "run", "--system", system, "--testset", "demo", "--metrics", "signal",
-                   f"paths.runs_dir={runs}", "runtime.progress=false"]  # fmt: skip
+                   *weights[system], f"paths.runs_dir={runs}", "runtime.progress=false"]  # fmt: skip
             status = subprocess.run(cmd).returncode
             if status not in (0, 1):
                 sys.exit(f"{' '.join(cmd)} exited with {status}")
