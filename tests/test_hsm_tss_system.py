@@ -159,6 +159,16 @@ def test_missing_checkpoint_says_none_is_public(capsys, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing made
 
 
+def test_single_stage_has_no_bundled_checkpoint_and_says_how_to_train_one(capsys, tmp_path):
+    status = main(["run", "--system", "hsm_tss_single", "--testset", "demo", f"paths.runs_dir={tmp_path}",
+                   "runtime.progress=false"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert "hsm-bench train hsm_tss_single preset=demo out=DIR" in err[0]
+    assert "--weights hsm-tss-single=DIR/model-fp16" in err[0]
+    assert not any(tmp_path.iterdir())
+
+
 def test_flan_t5_must_match_the_checkpoint(files, tmp_path):
     from hsm_bench import weights
     from hsm_bench.weights import WeightsError

@@ -23,10 +23,12 @@ from hsm_bench.weights import WeightSpec, register
 _T5_FILES = ["config.json", "model.safetensors", "spiece.model", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json"]  # fmt: skip
 _NO_PUBLIC = ("no public HSM-TSS checkpoint exists (the paper released no weights): train one with `hsm-bench train` "
+              "(a small CPU one: `hsm-bench train {system} preset=demo out=DIR`, then --weights {name}=DIR/model-fp16) "
               "or pass a checkpoint folder with --weights {name}=PATH")  # fmt: skip
 
 for _name, _what in (("hsm-tss", "HSM-TSS, hierarchical (global -> local -> acoustic)"),
                      ("hsm-tss-single", "HSM-TSS single-stage variant (local -> acoustic)")):  # fmt: skip
+    _system = _name.replace("-", "_")
     register(
         WeightSpec(
             name=_name,
@@ -34,7 +36,7 @@ for _name, _what in (("hsm-tss", "HSM-TSS, hierarchical (global -> local -> acou
             source="none (no public release)",
             filename=_name,
             licence="set by whoever trained it",
-            unavailable=_NO_PUBLIC.format(name=_name),
+            unavailable=_NO_PUBLIC.format(name=_name, system=_system),
         )
     )
 register(
