@@ -69,7 +69,7 @@ def test_preset_trains_every_stage_in_order_and_writes_the_card(runs):
     card = json.loads((out / "card.json").read_text())
     assert [s["stage"] for s in card["stages"]] == list(stages)
     assert all(s["steps"] == 1 and s["seconds"] > 0 for s in card["stages"])
-    assert card["seed"] == 0 and card["threads"] == 1 and card["torch"] == torch.__version__
+    assert card["seed"] == 0 and card["threads"] == 1 and card["torch"] == torch.__version__ and card["cpu"]
     assert card["data"]["pool"] == "demo" and set(card["data"]["held_out"]["by_seed"]) == {"instrument", "procedural"}
     fp16, fp32 = read_config(out / "model-fp16"), read_config(out / "model")
     assert fp16["dtype"] == "float16" and "dtype" not in fp32

@@ -218,6 +218,19 @@ def _compose(settings: dict, stage: str, init: Path, text: Path, out: Path, prog
 
 
 # -- run ------------------------------------------------------------------------------------------
+def _cpu() -> str:
+    """The CPU's model name: the checksum promise holds on the same machine, so the card says which."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -290,7 +303,7 @@ def run_preset(system: str, out: str | Path, preset: str = "demo", budget_minute
         card = {
             "preset": preset, "system": system, "variant": variant, "seed": int(seed), "threads": int(threads),
             "budget_minutes": settings["budget_minutes"], "steps_scale": settings["steps_scale"],
-            "torch": torch.__version__, "python": sys.version.split()[0],
+            "torch": torch.__version__, "python": sys.version.split()[0], "cpu": _cpu(),
             "stages": [{"stage": s, **{k: settings["stages"][s][k] for k in ("steps", "batch_size", "lr", "warmup_steps")},
                         "seconds": seconds.get(s)} for s in VARIANT_STAGES[variant]],  # fmt: skip
             "seconds": seconds, "total_minutes": round(sum(v for v in seconds.values() if v) / 60, 2),
