@@ -213,6 +213,7 @@ def test_ddp_two_processes_on_cpu(ckpts, tmp_path, stage):
     assert proc.returncode == 0, proc.stderr[-2000:]
     # Lightning's adverts and its deprecation warning are dropped, its run information stays
     assert "GPU available" in proc.stderr and "Tip:" not in proc.stderr and "deprecated" not in proc.stderr
+    assert (out / "checkpoints" / "last.ckpt").is_file() and "weights_only" not in proc.stderr
     info = json.loads((out / "model" / "config.json").read_text())["info"]
     assert info["world_size"] == 2 and info["steps"] == 3
     losses = _losses(out)

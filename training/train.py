@@ -151,7 +151,7 @@ class _LastCheckpoint:
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 step = trainer.global_step
                 if step and (step % max(1, every) == 0 or (trainer.max_steps > 0 and step >= trainer.max_steps)):
-                    trainer.save_checkpoint(str(path))
+                    trainer.save_checkpoint(str(path), weights_only=False)  # the full state: exact resume
 
         return LastCheckpoint()
 
