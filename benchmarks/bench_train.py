@@ -1,7 +1,8 @@
 """Training throughput of HSM-TSS's stages on CPU, at the paper's sizes (issue 11).
 
-Per stage, in its own process (so that each peak RSS is the stage's own): the paper's
-architecture with random weights (AudioMAE ViT-B, Q-Audio, 6-layer global stage, 12x768 local
+Per stage (codec and mae with their own configs: full-size multi-scale discriminator on 3-s crops,
+384-wide MAE decoder; the discriminator and MAE decoder count as trained parameters), in its own process
+(so that each peak RSS is the stage's own): the paper's architecture with random weights (AudioMAE ViT-B, Q-Audio, 6-layer global stage, 12x768 local
 stage, 12x1024 acoustic decoder, TF-Codec 6 kbps), a random T5 encoder of FLAN-T5-base's size
 (``local_t5_folder``: 768 wide, 12 layers, 12 heads, FFN 2048, on a small word vocabulary), a
 Lightning Trainer on the CPU in float32 with batches of ``--batch`` synthetic 10-s clips
@@ -25,25 +26,37 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("qaudio", "global", "local", "joint", "decoder")
+STAGES = ("codec", "mae", "qaudio", "global", "local", "joint", "decoder")
 
 
 def child(stage: str, batch: int, warmup: int, steps: int, threads: int, seconds: float, t5: str) -> dict:
     import lightning as L
     import torch
 
+    from omegaconf import OmegaConf
+
     from systems.hsm_tss.model import HsmTssModel, architecture
     from systems.hsm_tss.text import TextEncoder
     from training.data import data_module
-    from training.stages import HsmTssStage
+    from training.stages import HsmTssStage, stage_module
+    from training.train import compose
 
     torch.set_num_threads(threads)
     text = TextEncoder.from_folder(t5)
     arch = architecture("hierarchical", text={"d_model": text.d_model, "vocab_size": text.vocab_size})
     torch.manual_seed(0)
     model = HsmTssModel(arch)
-    module = HsmTssStage(model, text, stage, optim={"warmup_steps": 0, "schedule": "constant"})
-    n_trained = sum(p.numel() for _, p in module.trainable_parameters())
+    if stage in ("codec", "mae"):
+        # the stage's own configuration (full-size discriminator, 384-wide MAE decoder), constant lr
+        cfg = compose(stage, [f"init={t5}", f"text={t5}", f"out={t5}", "optim.warmup_steps=0",
+                              "optim.schedule=constant"])  # fmt: skip
+        module = stage_module(model, text, stage, OmegaConf.to_container(cfg, resolve=True))
+        n_trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        clip = None  # codec: manual optimisation clips inside the stage; mae: the official run does not clip
+    else:
+        module = HsmTssStage(model, text, stage, optim={"warmup_steps": 0, "schedule": "constant"})
+        n_trained = sum(p.numel() for _, p in module.trainable_parameters())
+        clip = 1.0
     data, _ = data_module("synthetic", {"n_items": batch, "seconds": seconds}, 0, batch)
     times: list[float] = []
 
@@ -56,7 +69,7 @@ def child(stage: str, batch: int, warmup: int, steps: int, threads: int, seconds
 
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=warmup + steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[Clock()], gradient_clip_val=1.0)  # fmt: skip
+                        callbacks=[Clock()], gradient_clip_val=clip)  # fmt: skip
     trainer.fit(module, datamodule=data)
     timed = times[warmup:]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
