@@ -37,6 +37,16 @@ def tiny_arch(variant: str, text_folder: Path, **overrides) -> dict:
     return architecture(variant, **sections)
 
 
+def tiny_model(arch: dict, seed: int = 0):
+    """A random :class:`HsmTssModel` of ``arch``, its weights set by ``seed`` alone."""
+    import torch
+
+    from systems.hsm_tss.model import HsmTssModel
+
+    torch.manual_seed(seed)
+    return HsmTssModel(arch)
+
+
 def sharpened(model):
     """Random initialisation leaves the codec's output near silence (its inverse power law turns
     the small values of a random decoder into ~1e-6): scaled up here so that the tests compare

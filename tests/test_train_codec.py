@@ -15,7 +15,7 @@ import torch
 
 L = pytest.importorskip("lightning")
 
-from tests.hsm_tss_tiny import TINY_CODEC, tiny_arch, tiny_t5
+from tests.hsm_tss_tiny import TINY_CODEC, tiny_arch, tiny_model, tiny_t5
 
 SR = 16000
 N = 8000  # 0.5-s batches: the stage crops `seconds` of them
@@ -29,13 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
     return tiny_arch("hierarchical", tiny_t5(tmp_path_factory.mktemp("codec-t5") / "t5"))
-
-
-def _model(arch, seed=0):
-    from systems.hsm_tss.model import HsmTssModel
-
-    torch.manual_seed(seed)
-    return HsmTssModel(arch)
 
 
 def _batch():
@@ -206,14 +199,14 @@ def test_gumbel_samples_follow_the_softmax_of_the_logits():
 # -- the stage ----------------------------------------------------------------------------------------------
 def test_reconstruction_loss_falls_on_a_fixed_batch(arch):
     rows: list = []
-    _fit(_stage(_model(arch)), 30, rows)
+    _fit(_stage(tiny_model(arch)), 30, rows)
     rec = [r["train/spec"] + 0.25 * r["train/mel"] for r in rows]
     assert len(rec) == 30 and all(math.isfinite(v) for v in rec)
     assert np.mean(rec[-3:]) <= 0.7 * rec[0], rec
 
 
 def test_generator_and_discriminator_alternate_and_only_they_change(arch):
-    model = _model(arch)
+    model = tiny_model(arch)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     stage = _stage(model)
     disc_before = {k: v.clone() for k, v in stage.disc.state_dict().items()}
@@ -237,14 +230,14 @@ def test_generator_and_discriminator_alternate_and_only_they_change(arch):
 def test_resume_equals_the_uninterrupted_run(arch, tmp_path):
     k = 3
     full_rows: list = []
-    full = _stage(_model(arch))
+    full = _stage(tiny_model(arch))
     _fit(full, k + 1, full_rows)
 
-    first = _stage(_model(arch))
+    first = _stage(tiny_model(arch))
     trainer = _fit(first, k)
     ckpt = tmp_path / "k.ckpt"
     trainer.save_checkpoint(str(ckpt))
-    resumed = _stage(_model(arch, seed=5), seed=0)  # other initial weights: the checkpoint must restore them all
+    resumed = _stage(tiny_model(arch, seed=5), seed=0)  # other initial weights: the checkpoint must restore them all
     rows: list = []
     _fit(resumed, k + 1, rows, ckpt_path=str(ckpt))
     assert len(rows) == 1
@@ -259,18 +252,18 @@ def test_resume_equals_the_uninterrupted_run(arch, tmp_path):
 def test_resume_refuses_another_seed(arch):
     from hsm_bench.weights import CheckpointError
 
-    stage = _stage(_model(arch))
+    stage = _stage(tiny_model(arch))
     saved: dict = {"state_dict": {"disc.x": 0}, "optimizer_states": [{}, {}]}
     stage.on_save_checkpoint(saved)
     stage.on_load_checkpoint(saved)  # its own metadata loads
     with pytest.raises(CheckpointError, match="another seed"):
-        _stage(_model(arch), seed=1).on_load_checkpoint(saved)
+        _stage(tiny_model(arch), seed=1).on_load_checkpoint(saved)
 
 
 def test_trained_codec_encodes_and_decodes_in_eval_mode(arch):
     from systems.hsm_tss.tfcodec import TFCodec
 
-    model = _model(arch)
+    model = tiny_model(arch)
     initial = {k: v.clone() for k, v in model.codec.state_dict().items()}
     stage = _stage(model)
     _fit(stage, 2)
@@ -292,6 +285,6 @@ def test_trained_codec_encodes_and_decodes_in_eval_mode(arch):
         assert torch.equal(fresh.encode(wave), codes)
         assert torch.allclose(fresh.decode(codes), decoded, atol=1e-6)
 
-    other = _model(arch, seed=3)
+    other = tiny_model(arch, seed=3)
     stage.export(other)  # copies the trained codec into another model of the same architecture
     assert all(torch.equal(other.codec.state_dict()[k], state[k]) for k in state)

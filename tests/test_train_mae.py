@@ -14,7 +14,7 @@ pytest.importorskip("lightning")
 # the frozen parts of HsmTssModel are in eval mode on purpose
 pytestmark = [pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode.*"), pytest.mark.usefixtures("one_thread")]
 
-from tests.hsm_tss_tiny import tiny_arch, tiny_t5
+from tests.hsm_tss_tiny import tiny_arch, tiny_model, tiny_t5
 
 SMALL_DECODER = {"dim": 32, "depth": 1, "num_heads": 4, "mlp_ratio": 2.0}
 
@@ -24,13 +24,6 @@ SMALL_DECODER = {"dim": 32, "depth": 1, "num_heads": 4, "mlp_ratio": 2.0}
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory):
     return tiny_arch("hierarchical", tiny_t5(tmp_path_factory.mktemp("mae-t5") / "t5"))
-
-
-def _model(arch, seed=0):
-    from systems.hsm_tss.model import HsmTssModel
-
-    torch.manual_seed(seed)
-    return HsmTssModel(arch)
 
 
 def _stage(model, **kw):
@@ -123,7 +116,7 @@ def test_loss_by_hand():
 def test_unmasked_pass_equals_the_encoder_forward(arch):
     from training.stage_mae import encode_masked, unshuffle
 
-    enc = _model(arch).audiomae.eval()
+    enc = tiny_model(arch).audiomae.eval()
     with torch.no_grad():
         fbank = torch.randn(2, 1024, 128) * 0.5
         latent, mask, ids_restore = encode_masked(enc, fbank, 0.0, torch.Generator().manual_seed(1))
@@ -140,7 +133,7 @@ def test_decoder_puts_mask_tokens_in_the_removed_positions(arch):
     from training.stage_mae import MaeDecoder, encode_masked
 
     torch.manual_seed(0)
-    enc = _model(arch).audiomae.eval()
+    enc = tiny_model(arch).audiomae.eval()
     dec = MaeDecoder(32, (64, 8), 16, dim=32, depth=0, num_heads=4).eval()
     with torch.no_grad():
         latent, mask, ids_restore = encode_masked(enc, torch.randn(1, 1024, 128), 0.8, torch.Generator().manual_seed(2))
@@ -159,7 +152,7 @@ def test_decoder_puts_mask_tokens_in_the_removed_positions(arch):
 
 # -- the Lightning stage -------------------------------------------------------------------------
 def test_overfits_a_fixed_batch_and_trains_only_audiomae_and_decoder(arch):
-    model = _model(arch)
+    model = tiny_model(arch)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     stage = _stage(model)
     batch = _batch()
@@ -182,7 +175,7 @@ def test_overfits_a_fixed_batch_and_trains_only_audiomae_and_decoder(arch):
     # export: the trained encoder stays in model.audiomae, frozen as HSM-TSS uses it; a copy into another model
     stage.export()
     assert not any(p.requires_grad for p in model.parameters()) and not model.audiomae.training
-    other = stage.export(_model(arch, seed=5))
+    other = stage.export(tiny_model(arch, seed=5))
     assert all(torch.equal(a, b) for a, b in zip(other.audiomae.state_dict().values(),
                                                  model.audiomae.state_dict().values()))  # fmt: skip
 
@@ -200,7 +193,7 @@ def test_resume_equals_uninterrupted(arch, tmp_path):
                 losses.setdefault(name, {})[trainer.global_step - 1] = float(outputs["loss"])
                 losses.setdefault(f"{name} {steps}", []).append(trainer.global_step - 1)
 
-        stage = _stage(_model(arch), optim=optim)
+        stage = _stage(tiny_model(arch), optim=optim)
         trainer = _trainer(steps, callbacks=[Record()])
         trainer.fit(stage, datamodule=_data(n_items=8), ckpt_path=ckpt_in)  # a new batch every step
         if ckpt_out:
@@ -223,14 +216,14 @@ def test_resume_equals_uninterrupted(arch, tmp_path):
     from hsm_bench.weights import CheckpointError
 
     with pytest.raises(CheckpointError, match="seed"):  # another seed draws other masks: refused
-        _trainer(k + 1).fit(_stage(_model(arch), optim=optim, seed=4), datamodule=_data(n_items=8),
+        _trainer(k + 1).fit(_stage(tiny_model(arch), optim=optim, seed=4), datamodule=_data(n_items=8),
                             ckpt_path=str(tmp_path / "k.ckpt"))  # fmt: skip
 
 
 def test_settings_errors_are_one_line(arch):
     from hsm_bench.errors import ConfigError
 
-    model = _model(arch)
+    model = tiny_model(arch)
     for kw, words in (({"mask_ratio": 0.0}, "mask_ratio"), ({"clips": "all"}, "clips"),
                       ({"optim": {"lr_max": 1.0}}, "lr_max"), ({"decoder": {"width": 8}}, "width")):  # fmt: skip
         with pytest.raises(ConfigError, match=words) as info:

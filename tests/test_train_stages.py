@@ -200,13 +200,10 @@ def test_cli_usage_errors_are_one_line(args, words, ckpts, tmp_path, capsys):
     assert status == 2 and len(io.err.strip().splitlines()) == 1 and words in io.err, io.err
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", ["joint", "mae", "decoder"])
-def test_ddp_two_processes_on_cpu(ckpts, tmp_path, stage):
-    """Lightning's strategy=ddp, devices=2, gloo: both ranks step, rank 0 writes the model (DDP without
-    find_unused_parameters: a parameter the stage's loss does not reach fails the run)."""
-    out = tmp_path / "run"
-    args = _overrides(ckpts, out, 3, **{"trainer.devices": 2, "data.batch_size": 2})
+def _train_ddp(stage, ckpts, out, **extra):
+    """``hsm-bench train hsm_tss stage=...`` for 3 steps with 2 gloo processes on CPU; checks that it
+    ran on both ranks, logged finite losses each step and kept Lightning's noise out of its output."""
+    args = _overrides(ckpts, out, 3, **{"trainer.devices": 2, "data.batch_size": 2, **extra})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "hsm_bench.cli", "train", "hsm_tss", f"stage={stage}", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
@@ -221,28 +218,26 @@ def test_ddp_two_processes_on_cpu(ckpts, tmp_path, stage):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stage", ["joint", "mae", "decoder"])
+def test_ddp_two_processes_on_cpu(ckpts, tmp_path, stage):
+    """Lightning's strategy=ddp, devices=2, gloo: both ranks step, rank 0 writes the model (DDP without
+    find_unused_parameters: a parameter the stage's loss does not reach fails the run)."""
+    _train_ddp(stage, ckpts, tmp_path / "run")
+
+
+@pytest.mark.slow
 def test_ddp_two_processes_train_the_codec_stage(ckpts, tmp_path):
     """The codec stage under DDP: manual optimisation of a generator and a discriminator, whose
     parameters each sit out the other's backward pass (find_unused_parameters); both ranks step,
     and only the codec changes."""
-    out = tmp_path / "run"
-    args = _overrides(ckpts, out, 3, **{"trainer.devices": 2, "data.batch_size": 2, "seconds": 0.4,
-                                        "discriminator": "{hops:[16,32],channels:[32,64]}",
-                                        "trainer.checkpoint_every_n_steps": 3})  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "hsm_bench.cli", "train", "hsm_tss", "stage=codec", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    info = json.loads((out / "model" / "config.json").read_text())["info"]
-    assert info["world_size"] == 2 and info["steps"] == 3
     from safetensors.torch import load_file
 
+    out = tmp_path / "run"
+    _train_ddp("codec", ckpts, out, **{"seconds": 0.4, "discriminator": "{hops:[16,32],channels:[32,64]}"})
     before = load_file(str(Path(ckpts["hsm-tss"]) / "model.safetensors"))
     after = load_file(str(out / "model" / "model.safetensors"))
     changed = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
     assert changed == {"codec"}, changed
-    losses = _losses(out)
-    assert sorted(losses) == [0, 1, 2] and all(math.isfinite(v) for v in losses.values())
 
 
 class _Numbered:

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 
 from hsm_bench.errors import ConfigError
 from training.discriminators import MultiScaleMelDiscriminator, mel_filterbank
-from training.stages import step_seed
+from training.stages import TrainsOnly, step_seed
 
 EPS = 1e-7  # the official losses' eps
 ENTROPY_SCALE = 0.01  # get_extra_losses_type2
@@ -170,7 +170,7 @@ def clip_each(params, max_norm: float) -> None:
             p.grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0).to(p.grad.dtype))
 
 
-class CodecStage(L.LightningModule):
+class CodecStage(TrainsOnly, L.LightningModule):
     """Fine-tunes ``model.codec`` (a :class:`systems.hsm_tss.tfcodec.TFCodec`) against a
     :class:`MultiScaleMelDiscriminator` (``discriminator``: its constructor arguments, default UniAudio's)."""
 
@@ -199,18 +199,7 @@ class CodecStage(L.LightningModule):
         self.target_bits = float(target) / codec.n_codebooks
         self.disc = MultiScaleMelDiscriminator(**{"sample_rate": self.sample_rate, **(discriminator or {})})
         self.automatic_optimization = False
-        self.trained = {"codec": codec}
-        model.requires_grad_(False)
-        codec.requires_grad_(True)
-        self.train(True)
-
-    # -- frozen parts stay in eval mode whatever Lightning asks ---------------------------------
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.model.eval()
-        if mode:
-            self.model.codec.train()
-        return self
+        self.trains_only({"codec": codec})
 
     def step_seed(self, step: int | None = None) -> int:
         return step_seed(self.seed, self.global_step if step is None else step, self.global_rank)

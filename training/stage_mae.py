@@ -61,7 +61,7 @@ from torch import nn
 
 from hsm_bench.errors import ConfigError
 from systems.hsm_tss.audiomae import AudioMAEEncoder, Block, audiomae_pos_embed
-from training.stages import DEFAULT_OPTIM, MAX_SECONDS, adamw_schedule, step_seed
+from training.stages import DEFAULT_OPTIM, MAX_SECONDS, TrainsOnly, adamw_schedule, step_seed
 
 DECODER_DEFAULT = {"dim": 384, "depth": 4, "num_heads": 8, "mlp_ratio": 4.0}  # paper IV-A2
 MAE_OPTIM = {**DEFAULT_OPTIM, "lr": 4e-4, "weight_decay": 1e-4, "betas": (0.9, 0.95), "warmup_steps": 11_700,
@@ -179,7 +179,7 @@ class MaeDecoder(nn.Module):
 
 
 # -- the stage ------------------------------------------------------------------------------------
-class MaeStage(L.LightningModule):
+class MaeStage(TrainsOnly, L.LightningModule):
     """Masked-autoencoder training of ``model.audiomae`` (an :class:`HsmTssModel`'s encoder) with its own
     :class:`MaeDecoder`; every other part of ``model`` stays frozen and in eval mode."""
 
@@ -208,22 +208,12 @@ class MaeStage(L.LightningModule):
             torch.manual_seed(self.seed)  # the decoder's start depends on the seed only
             self.decoder = MaeDecoder(int(cfg["embed_dim"]), enc.grid, int(cfg["patch_size"]),
                                       **{**DECODER_DEFAULT, **(decoder or {})})  # fmt: skip
-        model.requires_grad_(False)
-        enc.requires_grad_(True)  # pos_embed is a buffer: it stays fixed, as the official pos_trainable=False
-        self.train(True)
+        self.trains_only({"audiomae": enc})  # pos_embed is a buffer: it stays fixed, as the official pos_trainable=False
 
     def describe(self) -> dict:
         """The stage's settings, for the trained checkpoint's ``info``."""
         return {"mask_ratio": self.mask_ratio, "norm_pix_loss": self.norm_pix_loss, "clips": self.clips,
                 "decoder": self.decoder.config()}  # fmt: skip
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.model.eval()
-        if mode:
-            self.model.audiomae.train()
-            self.decoder.train()
-        return self
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         named = [(f"audiomae.{k}", p) for k, p in self.model.audiomae.named_parameters()]

@@ -137,7 +137,28 @@ def lr_lambda(step: int, warmup: int, total: int | None, schedule: str, min_rati
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-class HsmTssStage(L.LightningModule):
+class TrainsOnly:
+    """Mixin of the stage modules: ``self.model`` (an :class:`HsmTssModel`) trains only the modules
+    given to :meth:`trains_only`; the rest of it is frozen and stays in eval mode whatever Lightning
+    asks. The stage's own submodules (a discriminator, an MAE decoder) follow ``train(mode)`` as usual."""
+
+    def trains_only(self, modules: dict) -> None:
+        self.trained = modules
+        self.model.requires_grad_(False)
+        for m in modules.values():
+            m.requires_grad_(True)
+        self.train(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.eval()
+        if mode:
+            for m in self.trained.values():
+                m.train()
+        return self
+
+
+class HsmTssStage(TrainsOnly, L.LightningModule):
     """One training stage of ``model`` (an :class:`HsmTssModel`) with the frozen ``text`` encoder
     (:class:`systems.hsm_tss.text.TextEncoder`, kept outside the module's state)."""
 
@@ -150,20 +171,7 @@ class HsmTssStage(L.LightningModule):
         self.model, self.text, self.stage, self.seed = model, text, stage, int(seed)
         self.optim = {**DEFAULT_OPTIM, **(optim or {})}
         self.loss_cfg = {**DEFAULT_LOSS, **(loss or {})}
-        self.trained = trainable_modules(model, stage)
-        model.requires_grad_(False)
-        for m in self.trained.values():
-            m.requires_grad_(True)
-        self.train(True)
-
-    # -- frozen parts stay in eval mode whatever Lightning asks ---------------------------------
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.model.eval()
-        if mode:
-            for m in self.trained.values():
-                m.train()
-        return self
+        self.trains_only(trainable_modules(model, stage))
 
     def on_fit_start(self) -> None:
         self.text.to(self.device)

@@ -164,6 +164,9 @@ class _NoAdverts:
         return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
+_NO_ADVERTS = _NoAdverts()
+
+
 def build_trainer(cfg, out: Path):
     import importlib.util
     import logging
@@ -173,9 +176,7 @@ def build_trainer(cfg, out: Path):
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoAdverts) for f in rank_zero_log.filters):
-        rank_zero_log.addFilter(_NoAdverts())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_ADVERTS)  # once: addFilter skips a repeat
     t = cfg.trainer
     devices, n_local = _devices(t)
     strategy = t.strategy
