@@ -73,7 +73,7 @@ import torch.nn.functional as F
 
 from hsm_bench.errors import ConfigError
 from training.discriminators import MultiScaleMelDiscriminator, mel_filterbank
-from training.stages import TrainsOnly, step_seed
+from training.stages import TrainsOnly, lr_factor, step_seed
 
 EPS = 1e-7  # the official losses' eps
 ENTROPY_SCALE = 0.01  # get_extra_losses_type2
@@ -279,24 +279,13 @@ class CodecStage(TrainsOnly, L.LightningModule):
 
     # -- optimisers, checkpoints, export ------------------------------------------------------------
     def configure_optimizers(self):
-        from training.stages import lr_lambda
-
         o = self.optim
         opt_g = torch.optim.AdamW(self.model.codec.parameters(), lr=float(o["lr"]), eps=float(o["eps"]),
                                   betas=tuple(float(b) for b in o["betas"]), weight_decay=float(o["weight_decay"]))  # fmt: skip
         opt_d = torch.optim.AdamW(self.disc.parameters(), lr=float(o["lr_disc"]), eps=float(o["eps"]),
                                   betas=tuple(float(b) for b in o["betas_disc"]),
                                   weight_decay=float(o["weight_decay_disc"]))  # fmt: skip
-        total = o["total_steps"]
-        if total is None and self._trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
-            total = self.trainer.max_steps
-        warm, sched, ratio = int(o["warmup_steps"]), str(o["schedule"]), float(o["min_lr_ratio"])
-        if sched not in ("cosine", "constant"):
-            raise ConfigError(f"optim.schedule={sched!r}: cosine or constant")
-
-        def factor(s):
-            return lr_lambda(s, warm, total, sched, ratio)
-
+        factor = lr_factor(self, o)
         scheds = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in scheds]
 

@@ -117,14 +117,20 @@ def adamw_schedule(module, named: list, optim: dict, decayed) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(optim["weight_decay"])},
                              {"params": rest, "weight_decay": 0.0}], lr=float(optim["lr"]),
                             betas=tuple(float(b) for b in optim["betas"]), eps=float(optim["eps"]))  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(module, optim))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+
+def lr_factor(module, optim: dict):
+    """The learning-rate factor per step (:func:`lr_lambda`) of ``optim``'s warm-up and schedule;
+    ``optim.total_steps`` None means ``module``'s trainer's ``max_steps``."""
     total = optim["total_steps"]
     if total is None and module._trainer is not None and module.trainer.max_steps and module.trainer.max_steps > 0:
         total = module.trainer.max_steps
     warm, sched, ratio = int(optim["warmup_steps"]), str(optim["schedule"]), float(optim["min_lr_ratio"])
     if sched not in ("cosine", "constant"):
         raise ConfigError(f"optim.schedule={sched!r}: cosine or constant")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, warm, total, sched, ratio))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+    return lambda s: lr_lambda(s, warm, total, sched, ratio)
 
 
 def lr_lambda(step: int, warmup: int, total: int | None, schedule: str, min_ratio: float) -> float:
